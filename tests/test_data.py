@@ -1,0 +1,394 @@
+"""Tests for utils.data: layout detection, splits, bad-file scanning, Kaggle input search and the tf.data pipeline."""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import utils
+from utils import data, kaggle
+from utils.data import DataError
+
+
+def _write_image(path: Path, seed: int, size: int = 16, mode: str = "RGB", fmt: str | None = None) -> Path:
+    """A small random-noise image (noise so JPEGs are several KB and truncation is real)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = rng.integers(0, 256, size=(size, size, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+    image.save(path, format=fmt or ("PNG" if path.suffix.lower() == ".png" else "JPEG"), quality=95)
+    return path
+
+
+def _fill(folder: Path, n: int, seed: int, ext: str = ".jpg") -> list[Path]:
+    """n images named img_000.jpg ... in a folder."""
+    return [_write_image(folder / f"img_{i:03d}{ext}", seed * 1000 + i) for i in range(n)]
+
+
+def _tree(root: Path, spec: dict[str, int], seed: int = 0) -> Path:
+    """Images per relative class folder, e.g. {"train/real": 4}."""
+    for i, (rel, n) in enumerate(sorted(spec.items())):
+        _fill(root / rel, n, seed * 100 + i)
+    return root
+
+
+def _make_140k(root: Path, n: int = 4) -> Path:
+    split_root = root / "real_vs_fake" / "real-vs-fake"
+    _tree(split_root, {f"{s}/{c}": n for s in ("train", "valid", "test") for c in ("real", "fake")})
+    for name in ("train.csv", "valid.csv", "test.csv"):  # label 1 = real there; folders are authoritative
+        (root / name).write_text("id,original_path,label,label_str,path\n")
+    return root
+
+
+def _make_manjilkarki(root: Path, n: int = 4) -> Path:
+    _tree(root / "Dataset", {f"{s}/{c}": n for s in ("Train", "Validation", "Test") for c in ("Real", "Fake")})
+    return root
+
+
+def _assert_labels_match_folders(split: data.Split) -> None:
+    for path, label in zip(split.paths, split.labels):
+        parts = {p.lower() for p in Path(path).parts}
+        assert (label == 0) == bool(parts & set(data.REAL_ALIASES)), path
+        assert (label == 1) == bool(parts & set(data.FAKE_ALIASES)), path
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("entry", ["", "real_vs_fake", "real_vs_fake/real-vs-fake"])
+def test_140k_layout_from_any_entry_folder(tmp_path, entry):
+    root = _make_140k(tmp_path / "140k-real-and-fake-faces")
+    index = data.index_dataset(str(root / entry) if entry else str(root))
+    assert (index.name, index.layout) == ("140k-real-and-fake-faces", "140k")
+    assert index.root == str(root / "real_vs_fake" / "real-vs-fake")
+    # pool = train + valid folders (8 per class), split 75:25; test kept as is
+    assert index.counts() == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2},
+                              "test": {"real": 4, "fake": 4}}
+    for split in (index.train, index.val, index.test):
+        _assert_labels_match_folders(split)
+    assert all("/test/" in p for p in index.test.paths)
+    assert not any("/test/" in p for p in index.train.paths + index.val.paths)
+    assert not set(index.train.paths) & set(index.val.paths)
+    assert index.skipped == []
+
+
+@pytest.mark.parametrize("entry", ["", "Dataset"])
+def test_manjilkarki_layout_with_capitalised_names(tmp_path, entry):
+    root = _make_manjilkarki(tmp_path / "deepfake-and-real-images")
+    index = data.index_dataset(str(root / entry) if entry else str(root))
+    assert (index.name, index.layout) == ("deepfake-and-real-images", "manjilkarki")
+    assert index.counts() == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2},
+                              "test": {"real": 4, "fake": 4}}
+    assert all("/Test/" in p for p in index.test.paths)
+    assert not any("/Test/" in p for p in index.train.paths + index.val.paths)
+    for split in (index.train, index.val, index.test):
+        _assert_labels_match_folders(split)
+
+
+def test_split_folders_with_case_insensitive_aliases(tmp_path):
+    root = _tree(tmp_path / "my-faces", {"Training/Authentic": 6, "Training/GAN": 6, "VAL/Authentic": 2,
+                                         "VAL/GAN": 2, "Testing/Authentic": 3, "Testing/GAN": 3, "notes/other": 2})
+    index = data.index_dataset(str(root))
+    assert (index.name, index.layout, index.root) == ("my-faces", "split-folders", str(root))
+    assert index.counts() == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2},
+                              "test": {"real": 3, "fake": 3}}
+    assert all("/Testing/" in p for p in index.test.paths)
+    assert not any("/Testing/" in p or "/notes/" in p for p in index.train.paths + index.val.paths)
+
+
+def test_class_folders_recursive_and_other_folders_ignored(tmp_path):
+    root = _tree(tmp_path / "faces", {"real": 4, "real/nested/deeper": 4, "ai": 8, "misc": 5})
+    (root / "real" / "readme.txt").write_text("not an image, wrong extension: not even scanned")
+    index = data.index_dataset(str(root))
+    assert (index.name, index.layout, index.test) == ("faces", "class-folders", None)
+    assert index.counts() == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2}}
+    assert any("/nested/deeper/" in p for p in index.train.paths + index.val.paths)
+    assert not any("/misc/" in p for p in index.train.paths + index.val.paths)
+    _assert_labels_match_folders(index.train)
+    assert index.skipped == []
+
+
+def test_single_subfolder_wrappers_are_descended(tmp_path):
+    inner = _tree(tmp_path / "wrapper" / "v1" / "images", {"Real": 4, "Fake": 4})
+    (tmp_path / "wrapper" / "metadata.csv").write_text("files beside the wrapper do not matter\n")
+    index = data.index_dataset(str(tmp_path / "wrapper"))
+    assert (index.name, index.layout, index.root) == ("images", "class-folders", str(inner))
+    assert index.counts() == {"train": {"real": 3, "fake": 3}, "val": {"real": 1, "fake": 1}}
+
+
+def test_wrapped_140k_dataset_is_recognised(tmp_path):
+    _make_140k(tmp_path / "input" / "140k-real-and-fake-faces")
+    index = data.index_dataset(str(tmp_path / "input"))
+    assert (index.name, index.layout) == ("140k-real-and-fake-faces", "140k")
+
+
+def test_manifest_name_marks_the_embedded_synthetic_dataset(tmp_path):
+    root = _make_140k(tmp_path / "synthetic-faces" / "abc123", n=2)
+    (root / "manifest.json").write_text('{"name": "synthetic-faces", "version": 1}')
+    index = data.index_dataset(str(root))
+    assert (index.name, index.layout) == ("synthetic-faces", "140k")
+    (root / "manifest.json").write_text("not json")
+    assert data.index_dataset(str(root)).name == "140k-real-and-fake-faces"
+
+
+def test_real_synthetic_generator_output_is_indexed(tmp_path):
+    synthetic = pytest.importorskip("utils.synthetic")
+    root = synthetic.generate_dataset(tmp_path / "syn", counts={"train": 3, "valid": 1, "test": 2}, image_size=16)
+    (Path(root) / "manifest.json").write_text('{"name": "%s"}' % synthetic.DATASET_NAME)
+    index = data.index_dataset(str(root))
+    assert (index.name, index.layout) == (synthetic.DATASET_NAME, "140k")
+    assert index.counts() == {"train": {"real": 3, "fake": 3}, "val": {"real": 1, "fake": 1},
+                              "test": {"real": 2, "fake": 2}}
+    assert index.skipped == []
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+def test_split_is_stratified_deterministic_and_seeded(tmp_path):
+    root = _tree(tmp_path / "faces", {"real": 20, "fake": 12})
+    a = data.index_dataset(str(root), val_split=0.25, seed=1)
+    assert a.counts() == {"train": {"real": 15, "fake": 9}, "val": {"real": 5, "fake": 3}}
+    assert sorted(a.train.paths + a.val.paths) == sorted(str(p) for p in root.rglob("*.jpg"))
+    again = data.index_dataset(str(root), val_split=0.25, seed=1)
+    assert (again.train, again.val) == (a.train, a.val)
+    other = data.index_dataset(str(root), val_split=0.25, seed=2)
+    assert other.counts() == a.counts()
+    assert set(other.val.paths) != set(a.val.paths)
+    assert data.index_dataset(str(root), val_split=0.5, seed=1).counts()["val"] == {"real": 10, "fake": 6}
+
+
+def test_max_images_caps_each_class_with_a_seeded_subset(tmp_path):
+    root = _make_140k(tmp_path / "ds", n=10)  # pool 20 per class, test 10 per class
+    index = data.index_dataset(str(root), max_images=8, seed=0)
+    assert index.counts() == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2},
+                              "test": {"real": 8, "fake": 8}}
+    test_real = sorted(p for p in index.test.paths if "/real/" in p)
+    first_n = sorted(str(p) for p in (root / "real_vs_fake/real-vs-fake/test/real").glob("*.jpg"))[:8]
+    assert test_real != first_n  # a random subset, not the first files
+    assert data.index_dataset(str(root), max_images=8, seed=0).test == index.test
+    assert data.index_dataset(str(root), max_images=8, seed=5).test != index.test
+
+
+def test_bad_parameters_raise(tmp_path):
+    root = _tree(tmp_path / "faces", {"real": 4, "fake": 4})
+    with pytest.raises(DataError, match="val_split"):
+        data.index_dataset(str(root), val_split=1.0)
+    with pytest.raises(DataError, match="max_images"):
+        data.index_dataset(str(root), max_images=0)
+    with pytest.raises(DataError, match="cannot split"):
+        data.index_dataset(str(_tree(tmp_path / "tiny", {"real": 1, "fake": 3})))
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    _write_image(path, seed=99, size=32)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    return path
+
+
+def test_scan_files_skips_bad_files_with_reasons(tmp_path):
+    good_jpg = _write_image(tmp_path / "good.jpg", 1)
+    png_named_jpg = _write_image(tmp_path / "png_inside.jpg", 2, fmt="PNG")
+    good_png = _write_image(tmp_path / "good.png", 3)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("this is not an image at all")
+    truncated = _truncated_jpeg(tmp_path / "truncated.jpg")
+    truncated_png = tmp_path / "truncated.png"
+    truncated_png.write_bytes(_write_image(tmp_path / "full.png", 4, size=32).read_bytes()[:-40])
+    paths = [str(p) for p in (good_jpg, empty, png_named_jpg, text, truncated, good_png, truncated_png)]
+    good, skipped = data.scan_files(paths)
+    assert good == [str(good_jpg), str(png_named_jpg), str(good_png)]
+    reasons = {Path(r["path"]).name: r["reason"] for r in skipped}
+    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg", "truncated.png"}
+    assert "0 bytes" in reasons["empty.jpg"]
+    assert "not a JPEG or PNG" in reasons["text.jpg"]
+    assert "truncated JPEG" in reasons["truncated.jpg"]
+    assert "truncated PNG" in reasons["truncated.png"]
+
+
+def test_truncated_jpeg_really_fails_to_decode(tmp_path):
+    import tensorflow as tf
+
+    truncated = _truncated_jpeg(tmp_path / "truncated.jpg")
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_image(tf.io.read_file(str(truncated)), channels=3, expand_animations=False)
+
+
+def test_index_dataset_lists_skipped_files_and_keeps_good_ones(tmp_path):
+    root = _tree(tmp_path / "faces", {"real": 4, "fake": 4})
+    (root / "real" / "empty.jpg").write_bytes(b"")
+    (root / "fake" / "text.jpeg").write_text("nope")
+    _truncated_jpeg(root / "fake" / "cut.JPG")
+    index = data.index_dataset(str(root))
+    assert index.counts() == {"train": {"real": 3, "fake": 3}, "val": {"real": 1, "fake": 1}}
+    assert sorted(Path(r["path"]).name for r in index.skipped) == ["cut.JPG", "empty.jpg", "text.jpeg"]
+    used = index.train.paths + index.val.paths
+    assert not any(Path(p).name in ("cut.JPG", "empty.jpg", "text.jpeg") for p in used)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_unknown_layout_names_folder_found_and_expected(tmp_path):
+    root = _tree(tmp_path / "stuff", {"cats": 2, "dogs": 2})
+    with pytest.raises(DataError) as error:
+        data.index_dataset(str(root))
+    message = str(error.value)
+    assert str(root) in message and "cats" in message and "dogs" in message
+    assert "authentic" in message and "synthetic" in message and "validation" in message
+
+
+def test_only_one_class_is_an_unknown_layout(tmp_path):
+    root = _tree(tmp_path / "halfway", {"real": 3})
+    with pytest.raises(DataError, match=r"unknown dataset layout.*\['real'\]"):
+        data.index_dataset(str(root))
+
+
+def test_split_folder_without_classes_names_it(tmp_path):
+    root = _tree(tmp_path / "ds", {"train/real": 3, "train/fake": 3, "test/pictures": 2})
+    with pytest.raises(DataError, match=r"split folder .*test has subfolders \['pictures'\]"):
+        data.index_dataset(str(root))
+
+
+def test_empty_class_names_the_class_folder(tmp_path):
+    root = _tree(tmp_path / "faces", {"real": 4})
+    (root / "fake").mkdir()
+    (root / "fake" / "broken.jpg").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        data.index_dataset(str(root))
+    assert str(root / "fake") in str(error.value) and "1 skipped" in str(error.value)
+
+
+def test_missing_data_dir_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match=str(missing)):
+        data.index_dataset(str(missing))
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+
+
+def test_find_kaggle_dataset_in_new_style_mount(tmp_path):
+    input_root = tmp_path / "input"
+    _tree(input_root / "datasets" / "someone" / "unrelated", {"images/cats": 2})
+    slug = _make_140k(input_root / "datasets" / "xhlulu" / "140k-real-and-fake-faces", n=2)
+    assert data.find_kaggle_dataset(str(input_root)) == str(slug)
+    assert data.index_dataset(data.find_kaggle_dataset(str(input_root))).layout == "140k"
+
+
+def test_find_kaggle_dataset_prefers_140k_and_handles_absence(tmp_path):
+    input_root = tmp_path / "input"
+    assert data.find_kaggle_dataset(str(input_root)) is None
+    manjil = _make_manjilkarki(input_root / "a-deepfake-and-real-images", n=1)
+    assert data.find_kaggle_dataset(str(input_root)) == str(manjil)
+    big = _make_140k(input_root / "z" / "140k-real-and-fake-faces", n=1)
+    assert data.find_kaggle_dataset(str(input_root)) == str(big)
+
+
+@pytest.fixture
+def fake_synthetic(monkeypatch, tmp_path):
+    """Replace utils.synthetic (written elsewhere, slow to generate) by a stub returning a marker folder."""
+    target = tmp_path / "synthetic-faces"
+    stub = types.ModuleType("utils.synthetic")
+    stub.default_dataset_dir = lambda: target
+    monkeypatch.setitem(sys.modules, "utils.synthetic", stub)
+    monkeypatch.setattr(utils, "synthetic", stub, raising=False)
+    return target
+
+
+def test_resolve_data_dir_order(monkeypatch, tmp_path, fake_synthetic):
+    input_root = tmp_path / "input"
+    monkeypatch.setattr(kaggle, "KAGGLE_INPUT", input_root)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    explicit = _tree(tmp_path / "mine", {"real": 1})
+    assert data.resolve_data_dir(str(explicit)) == str(explicit)
+    assert data.resolve_data_dir(None) == str(fake_synthetic)  # nothing attached, not on Kaggle
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    with pytest.raises(DataError, match="no dataset attached.*xhlulu/140k-real-and-fake-faces"):
+        data.resolve_data_dir(None)
+    slug = _make_140k(input_root / "datasets" / "xhlulu" / "140k-real-and-fake-faces", n=1)
+    assert data.resolve_data_dir(None) == str(slug)
+    assert data.resolve_data_dir("") == str(slug)
+
+
+# ---------------------------------------------------------------------------------------------- tf.data
+
+
+@pytest.fixture(scope="module")
+def mixed_split(tmp_path_factory) -> data.Split:
+    """Images of mixed sizes, modes and formats (incl. grayscale and RGBA PNG, PNG bytes named .jpg)."""
+    root = tmp_path_factory.mktemp("mixed")
+    paths = [
+        _write_image(root / "a_rgb.jpg", 1, size=24),
+        _write_image(root / "b_gray.png", 2, size=12, mode="L"),
+        _write_image(root / "c_rgba.png", 3, size=16, mode="RGBA"),
+        _write_image(root / "d_png_named.jpg", 4, size=16, fmt="PNG"),
+        _write_image(root / "e_rgb.png", 5, size=16),
+    ]
+    return data.Split([str(p) for p in paths], [0, 1, 0, 1, 1])
+
+
+def test_make_dataset_val_shapes_dtypes_and_order(mixed_split):
+    ds = data.make_dataset(mixed_split, image_size=16, batch_size=2, training=False, cache=False)
+    batches = list(ds)
+    assert [int(b[0].shape[0]) for b in batches] == [2, 2, 1]  # remainder kept
+    images = np.concatenate([b[0].numpy() for b in batches])
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.float32
+    assert labels.dtype == np.int32 and labels.tolist() == mixed_split.labels
+    assert 0.0 <= images.min() and images.max() <= 255.0 and images.max() > 1.0
+    # already 16x16 images are not resampled: pixels equal PIL's RGB conversion, in path order
+    for i in (2, 3, 4):
+        expected = np.asarray(Image.open(mixed_split.paths[i]).convert("RGB"), dtype=np.float32)
+        np.testing.assert_array_equal(images[i], expected)
+    gray = images[1]  # grayscale replicated into 3 identical channels
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_make_dataset_resizes_up_and_down(tmp_path):
+    solid = tmp_path / "solid.png"
+    Image.new("RGB", (40, 40), (10, 120, 250)).save(solid)
+    for size in (8, 64):
+        (images, _), = list(data.make_dataset(data.Split([str(solid)], [1]), size, 4, training=False))
+        assert images.shape == (1, size, size, 3)
+        np.testing.assert_allclose(images.numpy()[0], np.broadcast_to([10, 120, 250], (size, size, 3)), atol=1)
+
+
+def test_make_dataset_training_shuffles_and_keeps_every_image(mixed_split):
+    split = data.Split(mixed_split.paths * 4, list(range(20)))  # labels used as ids
+    ds = data.make_dataset(split, image_size=8, batch_size=3, training=True, seed=0, cache=True)
+    epochs = [np.concatenate([b[1].numpy() for b in ds]).tolist() for _ in range(2)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(20))
+    assert epochs[0] != list(range(20)) and epochs[0] != epochs[1]  # shuffled, reshuffled after the cache
+
+
+def test_load_images_matches_make_dataset(mixed_split):
+    loaded = data.load_images(mixed_split.paths, image_size=20)
+    from_ds = np.concatenate([b[0].numpy() for b in data.make_dataset(mixed_split, 20, 2, training=False)])
+    assert loaded.shape == (5, 20, 20, 3) and loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, from_ds)
+    assert data.load_images([], 20).shape == (0, 20, 20, 3)
+
+
+def test_cache_decision_budget(monkeypatch):
+    monkeypatch.setattr(data, "_available_ram", lambda: 1_000_000_000)
+    assert data.cache_decision(1000, 224) is True  # 150 MB < 400 MB
+    assert data.cache_decision(10_000, 224) is False  # 1.5 GB
+    monkeypatch.setattr(data, "_available_ram", lambda: None)
+    assert data.cache_decision(1, 8) is False
+    monkeypatch.undo()
+    assert data._available_ram() > 0 and data.cache_decision(10, 8) is True

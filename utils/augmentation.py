@@ -1,0 +1,24 @@
+"""Augmentation: the study's four Keras layers, applied to whole batches inside the model (training only)."""
+from __future__ import annotations
+
+import keras
+
+# The study's augmentation; each factor is a papermill parameter, 0 or None switches its layer off.
+DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast": 0.1}
+
+
+def build_augmentation(flip: str | None = "horizontal", rotation: float | None = 0.1, zoom: float | None = 0.1,
+                       contrast: float | None = 0.1, seed: int | None = None) -> keras.Sequential:
+    """RandomFlip, RandomRotation, RandomZoom, RandomContrast; layers are active only when training=True."""
+    layers = []
+    if flip:
+        layers.append(keras.layers.RandomFlip(flip, seed=seed, name="random_flip"))
+    if rotation:
+        # Constant fill: reflections would copy the face's own texture into the corners.
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed, name="random_rotation"))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="random_zoom"))
+    if contrast:
+        # Inputs are raw pixels, so the contrast layer must clip to 0..255, not 0..1.
+        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed, name="random_contrast"))
+    return keras.Sequential(layers, name="augmentation")

@@ -1,0 +1,453 @@
+"""Data: find a real-vs-fake face dataset, index it into train/val/test splits, and feed it through tf.data."""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from utils import kaggle
+
+if TYPE_CHECKING:  # tensorflow is imported lazily: indexing a dataset must not pay for it
+    import tensorflow as tf
+
+CLASS_NAMES = ("real", "fake")  # index 0 = real, 1 = fake
+REAL_ALIASES = ("real", "authentic", "original", "genuine")
+FAKE_ALIASES = ("fake", "ai", "generated", "synthetic", "gan", "deepfake")
+SPLIT_ALIASES = {"train": ("train", "training"), "valid": ("valid", "val", "validation"), "test": ("test", "testing")}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+NAME_140K = "140k-real-and-fake-faces"
+NAME_MANJILKARKI = "deepfake-and-real-images"
+MAX_WRAPPER_DEPTH = 3  # single-subfolder wrappers descended into by index_dataset
+MAX_SEARCH_DEPTH = 5  # folder depth below the input root searched by find_kaggle_dataset
+CACHE_RAM_FRACTION = 0.4  # share of available RAM a decoded in-memory cache may take
+SHUFFLE_BUFFER = 2048  # post-cache element shuffle; bounded because the cache already holds every image
+SCAN_TAIL_BYTES = 1024
+SCAN_WORKERS = 16
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+class DataError(ValueError):
+    """A dataset folder that cannot be used, with a message naming what was found and what was expected."""
+
+
+@dataclass
+class Split:
+    """Image paths and their labels (0 = real, 1 = fake), in the same order."""
+
+    paths: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        """Images per class, e.g. {"real": 10, "fake": 12}."""
+        return {name: sum(1 for label in self.labels if label == index) for index, name in enumerate(CLASS_NAMES)}
+
+
+@dataclass
+class DatasetIndex:
+    """An indexed dataset: where it was found, its layout, its splits and the bad files left out."""
+
+    name: str
+    root: str
+    layout: str
+    train: Split
+    val: Split
+    test: Split | None
+    skipped: list[dict] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class per split; "test" only when the dataset has an official test split."""
+        counts = {"train": self.train.counts(), "val": self.val.counts()}
+        if self.test is not None:
+            counts["test"] = self.test.counts()
+        return counts
+
+
+@dataclass
+class _Layout:
+    name: str
+    layout: str
+    root: str
+    # split ("train" | "valid" | "test" | "all") -> class index -> class folders
+    folders: dict[str, dict[int, list[str]]]
+
+
+# ---------------------------------------------------------------------------------------------- folder layout
+
+
+def _subdirs(folder: str) -> list[str]:
+    """Non-hidden subfolders of a folder, sorted by name so results never depend on filesystem order."""
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return []
+    return [os.path.join(folder, name) for name in sorted(names)]
+
+
+def _child(folder: str, name: str) -> str | None:
+    """The subfolder whose name equals `name` case-insensitively, if any."""
+    for path in _subdirs(folder):
+        if os.path.basename(path).lower() == name:
+            return path
+    return None
+
+
+def _class_of(name: str) -> int | None:
+    """Class index of a folder name (case-insensitive alias match), None when it is no class folder."""
+    name = name.lower()
+    if name in REAL_ALIASES:
+        return 0
+    if name in FAKE_ALIASES:
+        return 1
+    return None
+
+
+def _split_of(name: str) -> str | None:
+    """Split key of a folder name (case-insensitive alias match), None when it is no split folder."""
+    name = name.lower()
+    for split, aliases in SPLIT_ALIASES.items():
+        if name in aliases:
+            return split
+    return None
+
+
+def _class_folders(folder: str) -> dict[int, list[str]]:
+    """Class index -> class subfolders of a folder (several aliases of one class are merged)."""
+    classes: dict[int, list[str]] = {}
+    for path in _subdirs(folder):
+        index = _class_of(os.path.basename(path))
+        if index is not None:
+            classes.setdefault(index, []).append(path)
+    return classes
+
+
+def _expected() -> str:
+    """What a dataset folder should contain, for error messages."""
+    splits = "; ".join(f"{key}: {'/'.join(aliases)}" for key, aliases in SPLIT_ALIASES.items())
+    return (f"expected class folders for real ({'/'.join(REAL_ALIASES)}) and fake ({'/'.join(FAKE_ALIASES)}), "
+            f"case-insensitive, either directly or inside split folders ({splits})")
+
+
+def _found(folder: str) -> str:
+    """The subfolders of a folder, for error messages."""
+    names = [os.path.basename(p) for p in _subdirs(folder)]
+    return f"subfolders {names}" if names else "no subfolders"
+
+
+def _known_layout(folder: str) -> tuple[str, str, str] | None:
+    """(name, layout, split root) when the folder is, or directly wraps, one of the two Kaggle datasets."""
+    # 140k: <root>/real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}; data_dir may be any of the three
+    inner = _child(folder, "real_vs_fake")
+    for candidate in (inner and _child(inner, "real-vs-fake"), _child(folder, "real-vs-fake"), folder):
+        if candidate and os.path.basename(candidate).lower() == "real-vs-fake":
+            return NAME_140K, "140k", candidate
+    # manjilkarki: <root>/Dataset/{Train,Validation,Test}/{Real,Fake}; "Dataset" alone is too generic a name
+    for candidate in (_child(folder, "dataset"), folder):
+        if candidate and os.path.basename(candidate).lower() == "dataset":
+            names = {os.path.basename(p).lower() for p in _subdirs(candidate)}
+            if {"train", "validation"} <= names:
+                return NAME_MANJILKARKI, "manjilkarki", candidate
+    return None
+
+
+def _manifest_name(split_root: str, layout: str) -> str | None:
+    """The "name" in a manifest.json at the dataset root (the embedded synthetic dataset writes one), if any."""
+    import json
+
+    root = os.path.dirname(split_root)
+    if layout == "140k" and os.path.basename(root).lower() == "real_vs_fake":
+        root = os.path.dirname(root)
+    try:
+        with open(os.path.join(root, "manifest.json")) as handle:
+            name = json.load(handle).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def _split_folders(folder: str) -> dict[str, dict[int, list[str]]]:
+    """Split key -> class folders for a folder holding split folders; {} when it holds none."""
+    splits: dict[str, list[str]] = {}
+    for path in _subdirs(folder):
+        key = _split_of(os.path.basename(path))
+        if key is not None:
+            splits.setdefault(key, []).append(path)
+    result: dict[str, dict[int, list[str]]] = {}
+    for key, paths in splits.items():
+        merged: dict[int, list[str]] = {}
+        for path in paths:
+            classes = _class_folders(path)
+            if set(classes) != {0, 1}:
+                raise DataError(f"split folder {path} has {_found(path)}; {_expected()}")
+            for index, dirs in classes.items():
+                merged.setdefault(index, []).extend(dirs)
+        result[key] = merged
+    if result and "train" not in result and "valid" not in result:
+        raise DataError(f"{folder} has only split folders {sorted(result)}; a train or valid split is needed "
+                        f"({'/'.join(SPLIT_ALIASES['train'] + SPLIT_ALIASES['valid'])})")
+    return result
+
+
+def _detect_layout(folder: str) -> _Layout:
+    """Recognise the dataset layout of a folder, descending through single-subfolder wrappers."""
+    current = folder
+    for _ in range(MAX_WRAPPER_DEPTH + 1):
+        known = _known_layout(current)
+        if known is not None:
+            name, layout, split_root = known
+            splits = _split_folders(split_root)
+            if not splits:
+                raise DataError(f"{split_root} looks like the {name} dataset but has {_found(split_root)}; "
+                                f"{_expected()}")
+            return _Layout(_manifest_name(split_root, layout) or name, layout, split_root, splits)
+        splits = _split_folders(current)
+        if splits:
+            return _Layout(os.path.basename(current), "split-folders", current, splits)
+        classes = _class_folders(current)
+        if set(classes) == {0, 1}:
+            return _Layout(os.path.basename(current), "class-folders", current, {"all": classes})
+        subdirs = _subdirs(current)
+        if len(subdirs) != 1 or classes:
+            break
+        current = subdirs[0]  # Kaggle datasets often wrap everything in one folder
+    where = current if current == folder else f"{current} (inside {folder})"
+    raise DataError(f"unknown dataset layout in {where}: found {_found(current)}; {_expected()}")
+
+
+def _images_under(folders: list[str]) -> list[str]:
+    """Image files (by extension, case-insensitive) found recursively in the folders, sorted."""
+    found = []
+    for top in folders:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found.extend(os.path.join(dirpath, f) for f in filenames
+                         if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------------------- finding data
+
+
+def find_kaggle_dataset(input_root: str | None = None) -> str | None:
+    """The root of an attached 140k (preferred) or manjilkarki dataset under the Kaggle input folder, or None."""
+    root = str(kaggle.KAGGLE_INPUT if input_root is None else input_root)
+    if not os.path.isdir(root):
+        return None
+    matches: dict[str, str] = {}
+    queue = deque([(root, 0)])
+    # breadth-first over folders only, never into image folders, so the 140k files are not listed
+    while queue:
+        folder, depth = queue.popleft()
+        known = _known_layout(folder)
+        if known is not None:
+            matches.setdefault(known[1], folder)
+            continue
+        if depth >= MAX_SEARCH_DEPTH:
+            continue
+        for sub in _subdirs(folder):
+            if _class_of(os.path.basename(sub)) is None:
+                queue.append((sub, depth + 1))
+    return matches.get("140k") or matches.get("manjilkarki")
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """The dataset folder to use: an explicit (existing) folder, else an attached Kaggle dataset, else the embedded one."""
+    if data_dir not in (None, ""):
+        path = os.path.abspath(os.path.expanduser(str(data_dir)))
+        if not os.path.isdir(path):
+            raise DataError(f"data_dir {path} does not exist or is not a folder")
+        return path
+    found = find_kaggle_dataset()
+    if found is not None:
+        return found
+    if kaggle.on_kaggle():
+        raise DataError(f"no dataset attached under {kaggle.KAGGLE_INPUT}: add xhlulu/140k-real-and-fake-faces to the "
+                        "notebook's inputs (kernel-metadata.json dataset_sources)")
+    from utils import synthetic
+
+    return str(synthetic.default_dataset_dir())
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+
+
+def _check_file(path: str) -> str | None:
+    """Why a file is not a usable image (reading only its first and last bytes), None when it looks fine."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty file (0 bytes)"
+        with open(path, "rb") as handle:
+            head = handle.read(len(_PNG_MAGIC))
+            handle.seek(max(0, size - SCAN_TAIL_BYTES))
+            tail = handle.read()
+    except OSError as error:
+        return f"unreadable: {error}"
+    if head.startswith(_JPEG_MAGIC):
+        return None if _JPEG_END in tail else "truncated JPEG (no FFD9 end marker)"
+    if head.startswith(_PNG_MAGIC):
+        return None if _PNG_END in tail else "truncated PNG (no IEND chunk at the end)"
+    return f"not a JPEG or PNG image (starts with {head[:4]!r})"
+
+
+def scan_files(paths: list[str]) -> tuple[list[str], list[dict]]:
+    """Split paths into usable images (input order kept) and skipped records {"path", "reason"}."""
+    with ThreadPoolExecutor(max_workers=SCAN_WORKERS) as pool:
+        reasons = list(pool.map(_check_file, paths, chunksize=64))
+    good = [p for p, reason in zip(paths, reasons) if reason is None]
+    skipped = [{"path": p, "reason": reason} for p, reason in zip(paths, reasons) if reason is not None]
+    return good, skipped
+
+
+# ---------------------------------------------------------------------------------------------- indexing
+
+
+def _subset(paths: list[str], max_images: int | None, seed: int, stream: int) -> list[str]:
+    """A seeded random subset of at most max_images of the (sorted) paths, kept sorted."""
+    if max_images is None or len(paths) <= max_images:
+        return paths
+    rng = np.random.default_rng([seed, stream])
+    chosen = rng.choice(len(paths), size=max_images, replace=False)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def _collect(layout: _Layout, splits: list[str], max_images: int | None, seed: int, stream: int,
+             skipped: list[dict]) -> Split:
+    """The usable images of the given splits' class folders, capped per class, as one Split."""
+    paths: list[str] = []
+    labels: list[int] = []
+    for index, name in enumerate(CLASS_NAMES):
+        folders = [d for split in splits for d in layout.folders[split][index]]
+        found = _subset(_images_under(folders), max_images, seed, stream * 2 + index)
+        good, bad = scan_files(found)
+        skipped.extend(bad)
+        if not good:
+            raise DataError(f"class {name!r} has no usable images in {folders} ({len(found)} files with extensions "
+                            f"{'/'.join(IMAGE_EXTENSIONS)} found, {len(bad)} skipped as bad)")
+        paths.extend(good)
+        labels.extend([index] * len(good))
+    return Split(paths, labels)
+
+
+def _sorted_split(paths: list[str], labels: list[int]) -> Split:
+    """A Split sorted by path, so its order depends only on which files it holds."""
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    return Split([paths[i] for i in order], [int(labels[i]) for i in order])
+
+
+def index_dataset(data_dir: str | None, val_split: float = 0.25, seed: int = 0,
+                  max_images: int | None = None) -> DatasetIndex:
+    """Find the dataset, index its images, drop bad files and split the training pool stratified into train/val."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_split < 1.0:
+        raise DataError(f"val_split must be between 0 and 1 (exclusive), got {val_split}")
+    if max_images is not None and max_images < 1:
+        raise DataError(f"max_images must be a positive number of images per class or None, got {max_images}")
+    layout = _detect_layout(resolve_data_dir(data_dir))
+    skipped: list[dict] = []
+    pool_splits = [s for s in ("all", "train", "valid") if s in layout.folders]
+    pool = _collect(layout, pool_splits, max_images, seed, 0, skipped)
+    test = _collect(layout, ["test"], max_images, seed, 1, skipped) if "test" in layout.folders else None
+    try:
+        train_paths, val_paths, train_labels, val_labels = train_test_split(
+            pool.paths, pool.labels, test_size=val_split, random_state=seed, stratify=pool.labels)
+    except ValueError as error:
+        raise DataError(f"{layout.root}: cannot split {pool.counts()} images {1 - val_split:.0%}:{val_split:.0%} "
+                        f"stratified by class (each class needs enough images for both parts): {error}") from error
+    return DatasetIndex(name=layout.name, root=layout.root, layout=layout.layout,
+                        train=_sorted_split(train_paths, train_labels), val=_sorted_split(val_paths, val_labels),
+                        test=test, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------- tf.data
+
+
+def _available_ram() -> int | None:
+    """Available RAM in bytes (/proc/meminfo MemAvailable, else os.sysconf), None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cache_decision(n_images: int, image_size: int) -> bool:
+    """Whether the decoded uint8 images (N*S*S*3 bytes) fit the in-memory cache budget."""
+    available = _available_ram()
+    if available is None:
+        return False
+    return n_images * image_size * image_size * 3 < CACHE_RAM_FRACTION * available
+
+
+def _decode_resize(path: Any, image_size: int) -> Any:
+    """Read an image file, decode it by content (JPEG/PNG, any channels) to RGB and resize to S x S uint8."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    shape = tf.shape(image)
+
+    def resize() -> Any:
+        # antialias keeps downscaled faces (e.g. 256 -> 224) free of aliasing; a no-op for upscaling
+        resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+    image = tf.cond(same, lambda: image, resize)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def make_dataset(split: Split, image_size: int, batch_size: int, training: bool, seed: int = 0,
+                 cache: bool | str = "auto") -> "tf.data.Dataset":
+    """A tf.data pipeline of (float32 images [B,S,S,3] in 0..255, int32 labels [B]) for a split."""
+    import tensorflow as tf
+
+    if len(split.paths) != len(split.labels):
+        raise DataError(f"split has {len(split.paths)} paths but {len(split.labels)} labels")
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(split.paths, dtype=tf.string),
+                                             tf.constant(split.labels, dtype=tf.int32)))
+    if training and len(split.paths) > 1:
+        ds = ds.shuffle(len(split.paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda path, label: (_decode_resize(path, image_size), label),
+                num_parallel_calls=autotune, deterministic=not training)
+    if cache == "auto":
+        cache = cache_decision(len(split.paths), image_size)
+    if isinstance(cache, str):
+        ds = ds.cache(cache)  # a file path: cache on disk
+    elif cache:
+        ds = ds.cache()
+    if training and len(split.paths) > 1:
+        # after a cache every epoch replays the first epoch's order; mix it again
+        ds = ds.shuffle(min(len(split.paths), SHUFFLE_BUFFER), seed=seed + 1, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=autotune)
+    return ds.prefetch(autotune)
+
+
+def load_images(paths: list[str], image_size: int) -> np.ndarray:
+    """Images as float32 [N,S,S,3] in 0..255, decoded and resized exactly as make_dataset does."""
+    if not paths:
+        return np.zeros((0, image_size, image_size, 3), dtype=np.float32)
+    ds = make_dataset(Split(list(paths), [0] * len(paths)), image_size, batch_size=64, training=False, cache=False)
+    return np.concatenate([images.numpy() for images, _ in ds], axis=0)

@@ -1,0 +1,490 @@
+"""Evaluation: metrics (fake = positive class), calibration, robustness to image degradations, alpha sweeps, plots."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from utils.data import CLASS_NAMES
+
+# Each grid key names a transform in TRANSFORMS; the first value of every list is the clean (identity or near) setting.
+ROBUSTNESS_GRID: dict[str, list[float]] = {
+    "jpeg_quality": [100, 90, 70, 50, 30],
+    "blur_sigma": [0, 0.5, 1, 2, 3],
+    "rescale_factor": [1, 0.75, 0.5, 0.25],
+    "noise_sigma": [0, 2, 5, 10, 20],
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------------------------
+
+def _check_scores(y_true: Any, p_fake: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated 1-D int labels in {0, 1} and float P(fake) in [0, 1] of the same length."""
+    y = np.asarray(y_true)
+    p = np.asarray(p_fake, dtype=np.float64)
+    if y.ndim != 1 or p.ndim != 1:
+        raise ValueError(f"y_true and p_fake must be 1-D arrays, got shapes {y.shape} and {p.shape}")
+    if len(y) != len(p):
+        raise ValueError(f"y_true and p_fake must have the same length, got {len(y)} and {len(p)}")
+    if len(y) == 0:
+        raise ValueError("y_true and p_fake are empty: need at least one prediction")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold labels 0 (real) or 1 (fake), found {sorted(set(np.unique(y).tolist()))}")
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        raise ValueError("p_fake must hold finite probabilities in [0, 1]")
+    return y.astype(np.int64), p
+
+
+def _check_images(images: Any, name: str = "images") -> np.ndarray:
+    """Validated float32 batch [N, H, W, 3]."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{name} must be a batch of RGB images shaped [N, H, W, 3], got shape {x.shape}")
+    return x
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    """True when both real and fake labels are present (ranking metrics are undefined otherwise)."""
+    return bool((y == 0).any() and (y == 1).any())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------
+
+def equal_error_rate(y_true: Any, p_fake: Any) -> tuple[float, float]:
+    """(EER, threshold) where the false-positive and false-negative rates cross on the ROC curve, linearly interpolated."""
+    from sklearn.metrics import roc_curve
+
+    y, p = _check_scores(y_true, p_fake)
+    if not _both_classes(y):
+        raise ValueError("the equal error rate needs both real (0) and fake (1) labels in y_true")
+    # Every threshold kept, so the interpolation runs between neighbouring operating points.
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    diff = (1.0 - tpr) - fpr  # FNR - FPR: +1 at the strictest threshold, -1 at the loosest
+    i = int(np.argmax(diff <= 0))
+    if diff[i] == 0 or i == 0:
+        return float(fpr[i]), float(min(thresholds[i], 1.0))
+    t = diff[i - 1] / (diff[i - 1] - diff[i])
+    eer = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+    # sklearn's first threshold is +inf (nothing predicted fake); the crossing then sits at the next real score.
+    upper = thresholds[i - 1] if np.isfinite(thresholds[i - 1]) else thresholds[i]
+    threshold = upper + t * (thresholds[i] - upper)
+    return float(eer), float(threshold)
+
+
+def binary_metrics(y_true: Any, p_fake: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Accuracy (overall and per class), precision/recall/F1 for fake, ROC AUC, AP, EER, confusion matrix; JSON-ready."""
+    from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
+                                 precision_score, recall_score, roc_auc_score)
+
+    y, p = _check_scores(y_true, p_fake)
+    # ">= threshold is fake" matches sklearn's roc_curve, so a threshold read off the curve reproduces its rates.
+    pred = (p >= threshold).astype(np.int64)
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    n_real, n_fake = int(cm[0].sum()), int(cm[1].sum())
+    ranked = _both_classes(y)
+    eer, eer_threshold = equal_error_rate(y, p) if ranked else (None, None)
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "accuracy_real": float(cm[0, 0] / n_real) if n_real else None,
+        "accuracy_fake": float(cm[1, 1] / n_fake) if n_fake else None,
+        "precision": float(precision_score(y, pred, pos_label=1, zero_division=0)),
+        "recall": float(recall_score(y, pred, pos_label=1, zero_division=0)),
+        "f1": float(f1_score(y, pred, pos_label=1, zero_division=0)),
+        "roc_auc": float(roc_auc_score(y, p)) if ranked else None,
+        "average_precision": float(average_precision_score(y, p)) if ranked else None,
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "threshold": float(threshold),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "n": int(len(y)),
+        "n_real": n_real,
+        "n_fake": n_fake,
+    }
+
+
+def choose_threshold(y_true: Any, p_fake: Any, method: str = "youden") -> float:
+    """Decision threshold on P(fake) chosen on validation data: max Youden's J (TPR - FPR) or the EER point."""
+    from sklearn.metrics import roc_curve
+
+    y, p = _check_scores(y_true, p_fake)
+    if not _both_classes(y):
+        raise ValueError("choose_threshold needs both real (0) and fake (1) labels in y_true")
+    if method == "eer":
+        return equal_error_rate(y, p)[1]
+    if method != "youden":
+        raise ValueError(f"method must be 'youden' or 'eer', got {method!r}")
+    fpr, tpr, thresholds = roc_curve(y, p)
+    finite = np.isfinite(thresholds)
+    j = tpr[finite] - fpr[finite]
+    return float(thresholds[finite][int(np.argmax(j))])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Calibration of P(fake): in each probability bin, the mean predicted P(fake) against the observed fraction of fakes.
+# (Chosen over "confidence of the predicted class" because P(fake) is what thresholds and the ROC curve consume.)
+# ----------------------------------------------------------------------------------------------------------------
+
+def reliability_curve(y_true: Any, p_fake: Any, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Equal-width bins over [0, 1] of P(fake): bin_centers, mean_predicted, fraction_fake (NaN when empty), counts."""
+    y, p = _check_scores(y_true, p_fake)
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
+    n_bins = int(n_bins)
+    # p == 1.0 belongs to the last bin, not to an extra one.
+    idx = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_predicted = np.where(counts > 0, sum_p / counts, np.nan)
+        fraction_fake = np.where(counts > 0, sum_y / counts, np.nan)
+    return {
+        "bin_centers": (np.arange(n_bins) + 0.5) / n_bins,
+        "mean_predicted": mean_predicted,
+        "fraction_fake": fraction_fake,
+        "counts": counts,
+    }
+
+
+def expected_calibration_error(y_true: Any, p_fake: Any, n_bins: int = 15) -> float:
+    """ECE of P(fake): sum over bins of (bin share) * |fraction of fakes - mean predicted P(fake)|."""
+    curve = reliability_curve(y_true, p_fake, n_bins)
+    counts = curve["counts"]
+    filled = counts > 0
+    gaps = np.abs(curve["fraction_fake"][filled] - curve["mean_predicted"][filled])
+    return float(np.sum(counts[filled] / counts.sum() * gaps))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Robustness transforms: float32 [N, H, W, 3] in 0..255 in, a new float32 batch of the same shape out.
+# ----------------------------------------------------------------------------------------------------------------
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """Round and clip one image to uint8 (what an encoder or a PIL RGB image needs)."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def jpeg_recompress(images: Any, quality: int) -> np.ndarray:
+    """Encode each image as JPEG at `quality` (1..100, PIL defaults incl. 4:2:0 chroma subsampling) and decode it."""
+    from PIL import Image
+
+    x = _check_images(images)
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    out = np.empty_like(x)
+    for i, image in enumerate(x):
+        buffer = io.BytesIO()
+        Image.fromarray(_to_uint8(image)).save(buffer, format="JPEG", quality=int(quality))
+        buffer.seek(0)
+        out[i] = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32)
+    return out
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian kernel truncated at 4 sigma (scipy.ndimage's default)."""
+    radius = max(1, int(np.ceil(4.0 * sigma)))
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def _convolve_axis(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """Convolve along one axis with edge-mirrored padding (scipy's "reflect"), as a weighted sum of shifted views."""
+    radius = len(kernel) // 2
+    n = x.shape[axis]
+    # Mirror indices with period 2n, so kernels wider than the image still pad correctly.
+    period = np.arange(-radius, n + radius) % (2 * n)
+    x_pad = np.take(x, np.where(period < n, period, 2 * n - 1 - period), axis=axis)
+    out = np.zeros_like(x, dtype=np.float64)
+    for k, weight in enumerate(kernel):
+        out += weight * np.take(x_pad, np.arange(k, k + n), axis=axis)
+    return out
+
+
+def gaussian_blur(images: Any, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of standard deviation `sigma` pixels over H and W; sigma 0 returns the input unchanged."""
+    x = _check_images(images)
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return x.copy()
+    kernel = _gaussian_kernel(float(sigma))
+    blurred = _convolve_axis(_convolve_axis(x.astype(np.float64), kernel, axis=1), kernel, axis=2)
+    return np.clip(blurred, 0, 255).astype(np.float32)
+
+
+def rescale(images: Any, factor: float) -> np.ndarray:
+    """Downscale by `factor` (0 < factor <= 1, PIL bilinear with antialiasing) and upscale back; factor 1 is the identity."""
+    from PIL import Image
+
+    x = _check_images(images)
+    if not 0 < factor <= 1:
+        raise ValueError(f"factor must be in (0, 1], got {factor}")
+    if factor == 1:
+        return x.copy()
+    n, h, w, _ = x.shape
+    small = (max(1, round(w * factor)), max(1, round(h * factor)))  # PIL sizes are (width, height)
+    out = np.empty_like(x)
+    for i in range(n):
+        for c in range(3):
+            # Mode "F" (float32) keeps the round trip free of uint8 quantisation; only the resampling is measured.
+            channel = Image.fromarray(np.ascontiguousarray(x[i, :, :, c]))
+            restored = channel.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR)
+            out[i, :, :, c] = np.asarray(restored, dtype=np.float32)
+    return np.clip(out, 0, 255)
+
+
+def gaussian_noise(images: Any, sigma: float, seed: int = 0) -> np.ndarray:
+    """Add i.i.d. Gaussian noise of std `sigma` (0..255 scale, seeded) and clip to 0..255; sigma 0 is the identity."""
+    x = _check_images(images)
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return x.copy()
+    noise = np.random.default_rng(seed).normal(0.0, float(sigma), size=x.shape)
+    return np.clip(x + noise, 0, 255).astype(np.float32)
+
+
+TRANSFORMS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "jpeg_quality": jpeg_recompress,
+    "blur_sigma": gaussian_blur,
+    "rescale_factor": rescale,
+    "noise_sigma": gaussian_noise,
+}
+
+
+def robustness_table(predict_fn: Callable[[np.ndarray], Any], images: Any, labels: Any,
+                     grid: Mapping[str, Iterable[float]] = ROBUSTNESS_GRID, threshold: float = 0.5) -> pd.DataFrame:
+    """Accuracy and ROC AUC of `predict_fn(images) -> P(fake)` under every transform and severity of `grid`."""
+    x = _check_images(images)
+    y = np.asarray(labels)
+    if len(y) != len(x):
+        raise ValueError(f"labels must have one entry per image, got {len(y)} labels for {len(x)} images")
+    unknown = set(grid) - set(TRANSFORMS)
+    if unknown:
+        raise ValueError(f"grid has unknown transform(s) {sorted(unknown)}; expected keys of TRANSFORMS {sorted(TRANSFORMS)}")
+    rows = []
+    for name, severities in grid.items():
+        for severity in severities:
+            p = np.asarray(predict_fn(TRANSFORMS[name](x, severity)), dtype=np.float64).reshape(-1)
+            metrics = binary_metrics(y, p, threshold)
+            rows.append({"transform": name, "severity": severity, "accuracy": metrics["accuracy"],
+                         "roc_auc": metrics["roc_auc"]})
+    return pd.DataFrame(rows, columns=["transform", "severity", "accuracy", "roc_auc"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model predictions
+# ----------------------------------------------------------------------------------------------------------------
+
+def _p_fake(outputs: Any) -> np.ndarray:
+    """P(fake) from model outputs: column 1 of a [B, 2] softmax, or a [B] / [B, 1] sigmoid as is."""
+    out = np.asarray(outputs, dtype=np.float32)
+    if out.ndim == 2 and out.shape[1] == 2:
+        return out[:, 1]
+    if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
+        return out.reshape(-1)
+    raise ValueError(f"model output must be a [B, 2] softmax or a [B] / [B, 1] sigmoid, got shape {out.shape}")
+
+
+def predict_proba(model: Any, images_or_dataset: Any, batch_size: int = 32) -> np.ndarray:
+    """P(fake) for a numpy batch [N, H, W, 3] or a tf.data dataset yielding images or (images, labels) batches."""
+    if isinstance(images_or_dataset, np.ndarray):
+        x = _check_images(images_or_dataset)
+        return _p_fake(model.predict(x, batch_size=batch_size, verbose=0))
+    # Keras' predict takes the first element of (x, y) tuples, so a labelled dataset can be passed unchanged.
+    return _p_fake(model.predict(images_or_dataset, verbose=0))
+
+
+def _labels(batch_labels: Any) -> np.ndarray:
+    """Integer labels from a batch of ints or one-hot rows."""
+    y = np.asarray(batch_labels)
+    if y.ndim == 2 and y.shape[1] == 2:
+        return np.argmax(y, axis=1).astype(np.int64)
+    return y.reshape(-1).astype(np.int64)
+
+
+def collect_predictions(model: Any, dataset: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """(y_true, P(fake)) from one pass over a dataset of (images, labels) batches; labels may be ints or one-hot."""
+    ys, ps = [], []
+    # One pass that keeps labels and predictions together: a reshuffling dataset would misalign two separate passes.
+    for batch in dataset:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("collect_predictions needs a dataset of (images, labels) batches")
+        images, labels = batch[0], batch[1]
+        ps.append(_p_fake(model(images, training=False)))
+        ys.append(_labels(labels))
+    if not ys:
+        raise ValueError("collect_predictions got an empty dataset")
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Alpha sweep
+# ----------------------------------------------------------------------------------------------------------------
+
+def alpha_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per run sorted by alpha (stable), with `baseline` True for alpha == 0 (the ReLU network)."""
+    if not runs:
+        raise ValueError("alpha_table needs at least one run")
+    for i, run in enumerate(runs):
+        if "alpha" not in run:
+            raise ValueError(f"run {i} has no 'alpha' key (keys: {sorted(run)})")
+    df = pd.DataFrame([dict(run) for run in runs])
+    df["alpha"] = df["alpha"].astype(float)
+    df = df.sort_values("alpha", kind="stable").reset_index(drop=True)
+    df["baseline"] = df["alpha"] == 0
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plots: plain matplotlib Figures (not registered with pyplot, so notebooks show them once and loops do not leak).
+# ----------------------------------------------------------------------------------------------------------------
+
+def _new_figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 4.0)):
+    """A pyplot-free Figure and its axes array of shape [nrows, ncols]."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig, path: str | os.PathLike | None):
+    """Save the figure as PNG at `path` (parent folders created) when a path is given; returns the figure."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_confusion_matrix(cm: Any, class_names: Sequence[str] = CLASS_NAMES,
+                          path: str | os.PathLike | None = None, title: str | None = None):
+    """Confusion matrix (rows true, columns predicted) with counts and row percentages."""
+    cm = np.asarray(cm)
+    k = len(class_names)
+    if cm.shape != (k, k):
+        raise ValueError(f"cm must be a {k}x{k} matrix for classes {tuple(class_names)}, got shape {cm.shape}")
+    fig, axes = _new_figure(size=(4.5, 4.0))
+    ax = axes[0, 0]
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.1%}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names)
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "Confusion matrix")
+    return _save(fig, path)
+
+
+def plot_roc_pr(y_true: Any, p_fake: Any = None, path: str | os.PathLike | None = None, label: str | None = None):
+    """ROC and precision-recall curves side by side; pass arrays, or a dict label -> (y_true, p_fake) as `y_true`."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    if isinstance(y_true, Mapping):
+        curves = dict(y_true)
+    else:
+        curves = {label or "model": (y_true, p_fake)}
+    fig, axes = _new_figure(ncols=2)
+    roc_ax, pr_ax = axes[0]
+    for name, (y, p) in curves.items():
+        y, p = _check_scores(y, p)
+        if not _both_classes(y):
+            raise ValueError(f"curve {name!r} needs both real (0) and fake (1) labels")
+        fpr, tpr, _ = roc_curve(y, p)
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+        precision, recall, _ = precision_recall_curve(y, p)
+        pr_ax.step(recall, precision, where="post", label=f"{name} (AP {average_precision_score(y, p):.3f})")
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc_ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)",
+               title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    pr_ax.set(xlabel="recall (fake)", ylabel="precision (fake)", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
+    roc_ax.legend(loc="lower right")
+    pr_ax.legend(loc="lower left")
+    return _save(fig, path)
+
+
+def plot_reliability(y_true: Any, p_fake: Any, path: str | os.PathLike | None = None, n_bins: int = 15):
+    """Reliability diagram of P(fake) (fraction of fakes per bin vs mean prediction) with the ECE and bin counts."""
+    curve = reliability_curve(y_true, p_fake, n_bins)
+    ece = expected_calibration_error(y_true, p_fake, n_bins)
+    fig, axes = _new_figure(size=(5.0, 5.0))
+    ax = axes[0, 0]
+    filled = curve["counts"] > 0
+    ax.bar(curve["bin_centers"], curve["fraction_fake"], width=1.0 / len(curve["counts"]), alpha=0.3,
+           edgecolor="tab:blue", label="fraction fake per bin")
+    ax.plot(curve["mean_predicted"][filled], curve["fraction_fake"][filled], "o-", color="tab:blue",
+            label=f"model (ECE {ece:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    counts_ax = ax.twinx()
+    counts_ax.step(curve["bin_centers"], curve["counts"], where="mid", color="tab:orange", alpha=0.5, linewidth=1)
+    counts_ax.set_ylim(bottom=0)
+    counts_ax.set_ylabel("images per bin", color="tab:orange")
+    ax.set(xlabel="predicted P(fake)", ylabel="observed fraction fake", xlim=(0, 1), ylim=(0, 1),
+           title="Reliability of P(fake)")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None):
+    """One panel per transform: ROC AUC and accuracy against severity (axis runs from clean to most degraded)."""
+    missing = {"transform", "severity", "accuracy", "roc_auc"} - set(results.columns)
+    if missing:
+        raise ValueError(f"results is missing column(s) {sorted(missing)}; expected the output of robustness_table")
+    names = list(dict.fromkeys(results["transform"]))
+    fig, axes = _new_figure(ncols=max(1, len(names)), size=(3.6, 3.2))
+    for ax, name in zip(axes[0], names):
+        rows = results[results["transform"] == name]
+        severity = rows["severity"].astype(float).to_numpy()
+        ax.plot(severity, rows["roc_auc"].astype(float), "o-", label="ROC AUC")
+        ax.plot(severity, rows["accuracy"].astype(float), "s--", label="accuracy")
+        # JPEG quality and rescale factor get worse as they fall: flip those axes so degradation always grows rightwards.
+        if len(severity) > 1 and severity[0] > severity[-1]:
+            ax.invert_xaxis()
+        ax.set(title=name, xlabel=name, ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("score")
+    axes[0, 0].legend(loc="lower left")
+    return _save(fig, path)
+
+
+def plot_alpha(df: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "roc_auc"),
+               path: str | os.PathLike | None = None):
+    """Metrics against the LeakyReLU slope alpha (mean and std over runs sharing an alpha); alpha 0 = ReLU baseline."""
+    missing = ({"alpha"} | set(metrics)) - set(df.columns)
+    if missing:
+        raise ValueError(f"df is missing column(s) {sorted(missing)}; expected the output of alpha_table")
+    grouped = df.groupby("alpha")[list(metrics)].agg(["mean", "std"]).sort_index()
+    alphas = grouped.index.to_numpy(dtype=float)
+    fig, axes = _new_figure(size=(6.0, 4.0))
+    ax = axes[0, 0]
+    for metric in metrics:
+        mean = grouped[(metric, "mean")].astype(float)
+        std = grouped[(metric, "std")].astype(float).fillna(0.0)
+        ax.errorbar(alphas, mean, yerr=std, marker="o", capsize=3, label=metric)
+    if (alphas == 0).any():
+        ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
+        for metric in metrics:
+            ax.scatter([0.0], [grouped.loc[0.0, (metric, "mean")]], s=120, facecolors="none", edgecolors="black",
+                       zorder=3)
+        ax.annotate("ReLU baseline", xy=(0.0, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -12),
+                    textcoords="offset points", fontsize=9)
+    ax.set(xlabel="LeakyReLU negative slope alpha", ylabel="score", title="Effect of alpha")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)

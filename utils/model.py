@@ -1,0 +1,82 @@
+"""Model: keras.applications.ResNet50 with every ReLU replaced by LeakyReLU, preprocessing and augmentation inside."""
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import ops
+
+from utils.augmentation import DEFAULT_AUGMENTATION, build_augmentation
+
+NUM_CLASSES = 2
+# keras.applications.resnet50.preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet channel means.
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+GRADCAM_LAYER = "conv5_block3_out"
+
+
+@keras.saving.register_keras_serializable(package="deepfake")
+class ResNetPreprocess(keras.layers.Layer):
+    """ResNet50's caffe preprocessing as a layer, so training and inference feed the model the same raw pixels."""
+
+    def call(self, inputs):
+        bgr = ops.flip(inputs, axis=-1)
+        return bgr - ops.convert_to_tensor(IMAGENET_MEAN_BGR, dtype=bgr.dtype)
+
+
+def _is_relu(layer: keras.layers.Layer) -> bool:
+    """True for the stock ResNet50's activation layers (all of them are ReLU)."""
+    if isinstance(layer, keras.layers.ReLU):
+        return True
+    return isinstance(layer, keras.layers.Activation) and layer.get_config().get("activation") == "relu"
+
+
+def replace_relu(model: keras.Model, alpha: float) -> keras.Model:
+    """Clone a functional model with each ReLU activation swapped for LeakyReLU(alpha) under the same name."""
+    def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if _is_relu(layer):
+            # Same name as the ReLU it replaces, so weights keyed by layer name still match.
+            return keras.layers.LeakyReLU(negative_slope=alpha, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=swap)
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
+    """Copy every weighted layer of `source` into the same-named layer of `target`; returns how many were copied."""
+    copied = 0
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+            copied += 1
+    return copied
+
+
+def build_model(alpha: float = 0.2, image_size: int = 224, weights: str | None = None,
+                augmentation: dict | None = None, seed: int | None = None) -> keras.Model:
+    """Uncompiled LeakyReLU-ResNet50: raw RGB 0..255 in, augmentation (training only) and preprocessing, 2-way softmax."""
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha (LeakyReLU negative slope) must be in [0, 1), got {alpha}")
+    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
+        raise ValueError(f"weights must be None, 'imagenet' or a ResNet50 (no top) weights file; {weights!r} is not a file")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    augment = build_augmentation(**{**DEFAULT_AUGMENTATION, **(augmentation or {})}, seed=seed)
+    x = augment(inputs) if augment.layers else inputs
+    x = ResNetPreprocess(name="preprocess")(x)
+    # Built on our input so the clone below is one flat graph: Grad-CAM can reach conv5_block3_out by name.
+    stock = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x)
+    body = replace_relu(keras.Model(inputs, stock.output), alpha)
+    if weights is not None:
+        pretrained = keras.applications.ResNet50(include_top=False, weights=weights,
+                                                 input_shape=(image_size, image_size, 3))
+        copy_weights_by_name(pretrained, body)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(body.output)
+    # float32 head: softmax and cross-entropy stay stable under mixed precision.
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(body.inputs, outputs, name=f"leakyrelu{alpha:g}_resnet50")
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a saved model.keras (this module registers its custom layer)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path} does not exist (expected a training run's model.keras)")
+    return keras.saving.load_model(path)
