@@ -137,16 +137,17 @@ def credentials_source() -> str | None:
     merged = _read_kaggle_json()
     merged.update({k[len("KAGGLE_"):].lower(): v for k, v in os.environ.items() if k.startswith("KAGGLE_")})
     if merged.get("username") and merged.get("key"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY" if os.environ.get("KAGGLE_KEY") else str(kaggle_config_dir() / "kaggle.json")
+        from_env = os.environ.get("KAGGLE_KEY")
+        return "KAGGLE_USERNAME/KAGGLE_KEY" if from_env else str(kaggle_config_dir() / "kaggle.json")
     if Path(os.path.expanduser("~/.kaggle/credentials.json")).is_file():
         return "kaggle auth login (~/.kaggle/credentials.json)"
     return None
 
 
-def credentials_help() -> str:
-    """How to give the Kaggle CLI (2.2.5) credentials."""
+def credentials_help(problem: str = "no Kaggle credentials found") -> str:
+    """The problem, then how to give the Kaggle CLI (2.2.5) credentials."""
     config = kaggle_config_dir() / "kaggle.json"
-    return ("no Kaggle credentials found. Create a token on kaggle.com -> Settings -> API, then use one of:\n"
+    return (f"{problem}. Create a token on kaggle.com -> Settings -> API, then use one of:\n"
             f"  * Create New Token / legacy API key: save the downloaded kaggle.json as {config} and run "
             f"`chmod 600 {config}`, or export KAGGLE_USERNAME=<user> and KAGGLE_KEY=<key>;\n"
             "  * Generate New Token (access token): export KAGGLE_API_TOKEN=<token>, or save it to "
@@ -198,14 +199,14 @@ def connect() -> tuple[Any, str]:
         with contextlib.redirect_stdout(printed):
             api.authenticate()
     except SystemExit:
-        raise KaggleError(f"the Kaggle credentials from {source} were not accepted; {credentials_help()}") from None
+        raise KaggleError(credentials_help(f"Kaggle did not accept the credentials from {source}")) from None
     except _request_errors() as exc:
         raise KaggleError(f"cannot reach Kaggle to check the credentials from {source}: {exc}") from None
     for line in printed.getvalue().splitlines():  # e.g. the CLI's "kaggle.json is readable by other users"
         print(line, file=sys.stderr)
     user = api.config_values.get(api.CONFIG_NAME_USER)
     if not user:
-        raise KaggleError(f"the Kaggle credentials from {source} name no user; {credentials_help()}")
+        raise KaggleError(credentials_help(f"the Kaggle credentials from {source} name no user"))
     return api, str(user)
 
 
@@ -313,8 +314,8 @@ def validate_metadata(meta: dict[str, Any], folder: Path) -> None:
     owner, slug = ident.split("/")
     if not OWNER_RE.fullmatch(owner):
         fail(f"id owner {owner!r} is not a Kaggle user name (still the <username> placeholder?)")
-    if not SLUG_RE.fullmatch(slug) or len(slug) > TITLE_MAX:
-        fail(f"id slug {slug!r} must be lowercase letters, digits and single hyphens, at most {TITLE_MAX} long")
+    if not SLUG_RE.fullmatch(slug) or not TITLE_MIN <= len(slug) <= TITLE_MAX:
+        fail(f"id slug {slug!r} must be {TITLE_MIN} to {TITLE_MAX} lowercase letters, digits and single hyphens")
     if slugify(title) != slug:
         fail(f"title {title!r} resolves to slug {slugify(title)!r}, not {slug!r}: Kaggle names a new kernel after "
              "its title, so status and pull would look for the wrong kernel")
@@ -335,6 +336,8 @@ def validate_metadata(meta: dict[str, Any], folder: Path) -> None:
             fail(f"{key} must be a list")
         for source in sources:
             problem = _check_source(kind, source, parts)
+            if not problem and kind == "kernel" and len(source.split("/")[1]) < TITLE_MIN:
+                problem = f"kernel source {source!r}: the CLI wants a slug of at least {TITLE_MIN} characters"
             if problem:
                 fail(problem)
     pinning = meta.get("docker_image_pinning_type")
@@ -350,15 +353,32 @@ def validate_metadata(meta: dict[str, Any], folder: Path) -> None:
             fail(f"code_file {code_file} is not a JSON notebook: {exc}")
 
 
-def notebook_parameters(notebook: Path) -> dict[str, Any] | None:
-    """The parameters a notebook declares in its `parameters` cell, None when it has no such cell."""
+def notebook_parameters(notebook: Path) -> set[str] | None:
+    """The names a notebook's `parameters` cell assigns, None when it has no such cell."""
+    import ast
+
     import nbformat
-    import papermill
 
     nb = nbformat.read(str(notebook), as_version=4)
-    if not any("parameters" in cell.get("metadata", {}).get("tags", []) for cell in nb.cells):
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
         return None
-    return papermill.inspect_notebook(str(notebook))
+    names: set[str] = set()
+    for cell in cells:  # ast, not papermill.inspect_notebook: that one skips lines with '=' in their comment
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError as exc:
+            raise KaggleError(f"{notebook}: the parameters cell is not plain Python: {exc}") from None
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            else:
+                continue
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
 
 
 def utils_payload(utils_dir: Path | None = None) -> tuple[bytes, list[str]]:
@@ -464,6 +484,18 @@ def _decode_payload(cell_source: str) -> str:
         return "\n".join(archive.read(name).decode("utf-8", "replace") for name in archive.namelist())
 
 
+def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
+    """Every parameter must be one the notebook's `parameters` cell assigns (a typo would run the default)."""
+    if not Path(notebook).is_file():
+        raise KaggleError(f"notebook {notebook} does not exist")
+    declared = notebook_parameters(notebook)
+    if params and declared is None:
+        raise KaggleError(f"{notebook} has no cell tagged 'parameters', so {sorted(params)} cannot be injected")
+    unknown = sorted(set(params) - set(declared or ()))
+    if unknown:
+        raise KaggleError(f"{notebook} declares no parameter {unknown} (its parameters: {sorted(declared or ())})")
+
+
 def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str, private: bool = True,
                  root_metadata: Path | None = None, build_root: Path | None = None) -> Path:
     """Render build/kaggle/<slug>/: kernel-metadata.json and the notebook with utils and parameters injected."""
@@ -473,14 +505,7 @@ def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str,
     from utils.notebook import write_atomic
 
     notebook = Path(notebook)
-    if not notebook.is_file():
-        raise KaggleError(f"notebook {notebook} does not exist")
-    declared = notebook_parameters(notebook)
-    if params and declared is None:
-        raise KaggleError(f"{notebook} has no cell tagged 'parameters', so {sorted(params)} cannot be injected")
-    unknown = sorted(set(params) - set(declared or {}))
-    if unknown:
-        raise KaggleError(f"{notebook} declares no parameter {unknown} (its parameters: {sorted(declared or {})})")
+    check_parameters(notebook, params)
     root = load_root_metadata(root_metadata)
     slug = slugify(title)
     if not slug:
@@ -494,6 +519,7 @@ def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str,
         papermill.execute_notebook(str(notebook), str(target), parameters=params, prepare_only=True,
                                    kernel_name="python3", language="python", progress_bar=False)
     nb = nbformat.read(str(target), as_version=4)
+    nb.metadata.pop("papermill", None)  # local paths; Kaggle's own papermill run writes its own
     payload, files = utils_payload()
     commit, changed = git_revision(files)
     if changed:
@@ -639,6 +665,9 @@ def pull(api: Any, ref: str, results_root: Path | None = None) -> Path:
     except _request_errors() as exc:
         raise _http_failure(f"cannot download the outputs of {ref}", exc) from None
     executed = dest / EXECUTED_NOTEBOOK
+    others = sorted(dest.glob("*.ipynb"))
+    if not executed.is_file() and len(others) == 1:
+        executed = others[0]  # a listing without Kaggle's usual name but with one notebook: that is the run
     if not executed.is_file():
         raise KaggleError(f"the outputs of {ref} ({len(files)} files in {dest}) hold no executed notebook "
                           f"{EXECUTED_NOTEBOOK}: has the run finished?")
@@ -691,9 +720,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     """push: build, validate and push one kernel, then optionally wait and pull."""
     notebook = _check_notebook(args.notebook)
     params = _params(args)
-    if args.slug and not SLUG_RE.fullmatch(args.slug):
-        raise KaggleError(f"--slug {args.slug!r} must be lowercase letters, digits and single hyphens")
+    if args.slug and not (SLUG_RE.fullmatch(args.slug) and TITLE_MIN <= len(args.slug) <= TITLE_MAX):
+        raise KaggleError(f"--slug {args.slug!r} must be {TITLE_MIN} to {TITLE_MAX} lowercase letters, digits and "
+                          "single hyphens")
     title = args.slug.replace("-", " ") if args.slug else variant_title(notebook, args.parameters_file, args.parameter)
+    check_parameters(notebook, params)  # before credentials: a typo needs no account to be reported
     api, user = connect()
     folder = build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir)
     print(f"built {folder}", flush=True)
@@ -712,6 +743,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         except ValueError:
             raise KaggleError(f"--alphas takes numbers, got {text!r}") from None
     base = _params(args)
+    check_parameters(notebook, {**base, "alpha": 0.0})
     api, user = connect()
     folders = []
     for text in args.alphas:

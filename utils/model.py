@@ -30,13 +30,16 @@ def _is_relu(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.layers.Activation) and layer.get_config().get("activation") == "relu"
 
 
-def replace_relu(model: keras.Model, alpha: float) -> keras.Model:
-    """Clone a functional model with each ReLU activation swapped for LeakyReLU(alpha) under the same name."""
+def replace_relu(model: keras.Model, alpha: float, bn_momentum: float | None = None) -> keras.Model:
+    """Clone a functional model with each ReLU swapped for LeakyReLU(alpha) under the same name (and BN momentum set)."""
     def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if _is_relu(layer):
             # Same name as the ReLU it replaces, so weights keyed by layer name still match.
             return keras.layers.LeakyReLU(negative_slope=alpha, name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if bn_momentum is not None and isinstance(layer, keras.layers.BatchNormalization):
+            config["momentum"] = bn_momentum
+        return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=swap)
 
@@ -52,7 +55,8 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
 
 
 def build_model(alpha: float = 0.2, image_size: int = 224, weights: str | None = None,
-                augmentation: dict | None = None, seed: int | None = None) -> keras.Model:
+                augmentation: dict | None = None, seed: int | None = None,
+                bn_momentum: float | None = None) -> keras.Model:
     """Uncompiled LeakyReLU-ResNet50: raw RGB 0..255 in, augmentation (training only) and preprocessing, 2-way softmax."""
     if not 0 <= alpha < 1:
         raise ValueError(f"alpha (LeakyReLU negative slope) must be in [0, 1), got {alpha}")
@@ -64,7 +68,7 @@ def build_model(alpha: float = 0.2, image_size: int = 224, weights: str | None =
     x = ResNetPreprocess(name="preprocess")(x)
     # Built on our input so the clone below is one flat graph: Grad-CAM can reach conv5_block3_out by name.
     stock = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x)
-    body = replace_relu(keras.Model(inputs, stock.output), alpha)
+    body = replace_relu(keras.Model(inputs, stock.output), alpha, bn_momentum)
     if weights is not None:
         pretrained = keras.applications.ResNet50(include_top=False, weights=weights,
                                                  input_shape=(image_size, image_size, 3))

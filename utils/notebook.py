@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="one parameter, overriding the file; repeatable")
     args = parser.parse_args(argv)
+    # papermill reports cell output through logging; show it as the run goes.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params(args.parameters_file)
     params.update({name: parse_value(value) for name, value in args.parameter})
     run_notebook(args.notebook, params)

@@ -25,7 +25,7 @@ from utils.notebook import REPO_ROOT, write_atomic
 DEFAULT_ROOT = REPO_ROOT / "data" / "synthetic-faces"
 DATASET_NAME = "synthetic-faces"
 # Per split and class; the pool (train + valid) is re-split 75:25 by the loader, as for the real 140k dataset.
-DEFAULT_COUNTS = {"train": 500, "valid": 100, "test": 150}
+DEFAULT_COUNTS = {"train": 400, "valid": 100, "test": 150}
 DEFAULT_IMAGE_SIZE = 64
 JPEG_QUALITY = 90
 # Transposed-convolution taps (kernel 3, stride 2): even output pixels get the centre tap, odd ones the two outer

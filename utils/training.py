@@ -1,0 +1,299 @@
+"""Training: parameter checks, accelerator set-up, callbacks (best checkpoint, history, resume) and the run record."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from utils.notebook import write_atomic
+
+# The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
+PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "alpha": ((int, float), lambda v: 0 <= v < 1, "a LeakyReLU negative slope in [0, 1); 0 = ReLU baseline"),
+    "epochs": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "batch_size": ((int,), lambda v: v >= 1, "an integer >= 1 (per replica)"),
+    "image_size": ((int,), lambda v: v >= 32, "an integer >= 32 (pixels; ResNet50 downsamples 32x)"),
+    "val_split": ((float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "learning_rate": ((int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "data_dir": ((str, type(None)), lambda v: v is None or os.path.isdir(v), "None or an existing folder"),
+    "max_images": ((int, type(None)), lambda v: v is None or v >= 2, "None or an integer >= 2 (per class)"),
+    "flip": ((str, type(None)), lambda v: v in (None, "", "horizontal", "vertical", "horizontal_and_vertical"),
+             "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'"),
+    "rotation": ((int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a fraction of a full turn in [0, 1]"),
+    "zoom": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1, "None or a fraction in [0, 1)"),
+    "contrast": ((int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a factor in [0, 1]"),
+    "weights": ((str, type(None)), lambda v: v in (None, "imagenet") or os.path.isfile(v),
+                "None, 'imagenet' or an existing ResNet50 (no top) weights file"),
+    "bn_momentum": ((float,), lambda v: 0 < v < 1, "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
+    "early_stopping": ((int,), lambda v: v >= 0, "an integer >= 0 (patience in epochs; 0 = off)"),
+    "output_dir": ((str,), lambda v: bool(v), "a folder path"),
+}
+
+
+def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Pick the train notebook's parameters out of `namespace` and check each; one ValueError names the first bad one."""
+    missing = [name for name in PARAMETERS if name not in namespace]
+    if missing:
+        raise ValueError(f"missing parameter(s): {', '.join(missing)}")
+    params = {}
+    for name, (types, check, expected) in PARAMETERS.items():
+        value = namespace[name]
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # papermill passes `-p val_split 1` style numbers as int
+        if isinstance(value, bool) or not isinstance(value, types) or not check(value):
+            raise ValueError(f"parameter {name}={value!r} is invalid: expected {expected}")
+        params[name] = value
+    return params
+
+
+def setup_accelerator(seed: int) -> Any:
+    """Seed everything, pick the distribution strategy (TPU, several GPUs, else default) and mixed precision; print both."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    strategy, device = None, "CPU"
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
+    except (ValueError, RuntimeError, tf.errors.NotFoundError):
+        gpus = tf.config.list_physical_devices("GPU")
+        if len(gpus) >= 2:
+            strategy = tf.distribute.MirroredStrategy()
+        elif gpus:
+            strategy = tf.distribute.get_strategy()
+        else:
+            strategy = tf.distribute.get_strategy()
+        device = f"{len(gpus)} x GPU" if gpus else "CPU"
+    policy = "float32"
+    if device == "TPU":
+        policy = "mixed_bfloat16"
+    elif device != "CPU" and all(_compute_capability(gpu) >= (7, 0) for gpu in tf.config.list_physical_devices("GPU")):
+        # Tensor cores (Volta and later, e.g. the T4) run float16 matmuls several times faster than float32.
+        policy = "mixed_float16"
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"accelerator: {describe_devices()} | strategy: {type(strategy).__name__} with "
+          f"{strategy.num_replicas_in_sync} replica(s) | precision: {policy}", flush=True)
+    return strategy
+
+
+def _compute_capability(gpu: Any) -> tuple[int, int]:
+    """The GPU's CUDA compute capability, (0, 0) when unknown."""
+    import tensorflow as tf
+
+    return tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+
+
+def describe_devices() -> str:
+    """A short description of the accelerator, e.g. '2 x Tesla T4' or 'CPU (2 cores)'."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = {tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus}
+        return f"{len(gpus)} x {', '.join(sorted(names))}"
+    if tf.config.list_logical_devices("TPU"):
+        return f"TPU ({len(tf.config.list_logical_devices('TPU'))} cores)"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) -> tuple[int, float]:
+    """Global batch = per-replica batch x replicas; learning rate scaled linearly with it (Goyal et al. 2017)."""
+    return batch_size * replicas, learning_rate * replicas
+
+
+def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int = 1) -> keras.Model:
+    """Adam and sparse cross-entropy on the softmax; Keras adds loss scaling itself under mixed_float16."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with throughput."""
+
+    def __init__(self, epochs: int, train_images: int):
+        super().__init__()
+        self.epochs, self.train_images = epochs, train_images
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start
+        values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.0f} img/s",
+              flush=True)
+        if logs is not None:
+            # Same dict the CSV logger writes next, so the history keeps the timing too (it survives a resume).
+            logs["epoch_seconds"] = seconds
+            logs["images_per_second"] = self.train_images / seconds
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model with the lowest val_loss atomically; after a resume it remembers the best of the earlier epochs."""
+
+    def __init__(self, path: Path, history_csv: Path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        previous = read_history(history_csv)
+        self.best = float(previous[monitor].min()) if monitor in previous and self.path.exists() else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best = float(value)
+            tmp = self.path.with_name(f".tmp-{self.path.name}")
+            self.model.save(tmp)
+            os.replace(tmp, self.path)
+
+
+class StopAfterEpoch(keras.callbacks.Callback):
+    """Simulate an interruption after a given epoch (used by the resume test and for time-boxed runs)."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.stop_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.stop_epoch:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
+
+
+def read_history(path: str | os.PathLike) -> pd.DataFrame:
+    """The per-epoch history CSV, one row per epoch (a row repeated by a resume keeps its last version)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    history = pd.read_csv(path)
+    return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+# Parameters that may change between a run and its continuation in the same output folder.
+RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir")
+
+
+def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> Path:
+    """Create the run folder; refuse one holding a run with other parameters rather than overwrite its results."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    params_file = output_dir / "params.json"
+    if params_file.is_file() and ((output_dir / "model.keras").exists() or (output_dir / "backup").exists()):
+        previous = json.loads(params_file.read_text())
+        changed = {k: (previous.get(k), v) for k, v in params.items()
+                   if k not in RESUMABLE_CHANGES and previous.get(k) != v}
+        if changed:
+            diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"output_dir {output_dir} holds a run with other parameters ({diff}); "
+                             "choose another output_dir or delete that folder")
+    write_json(params_file, params)
+    return output_dir
+
+
+def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir: str | os.PathLike,
+        train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None) -> pd.DataFrame:
+    """Train with best checkpoint, per-epoch CSV history and resume-after-interruption; returns the history."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir, history_csv = output_dir / "backup", output_dir / "history.csv"
+    done = read_history(history_csv)
+    if not backup_dir.exists() and len(done) >= epochs and (output_dir / "model.keras").exists():
+        print(f"training already complete in {output_dir} ({len(done)} epochs); reusing it", flush=True)
+        return done
+    if not backup_dir.exists():
+        # No interrupted run to resume: start the history afresh instead of appending to an old one.
+        history_csv.unlink(missing_ok=True)
+    else:
+        print(f"resuming from {backup_dir}", flush=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        EpochLog(epochs, train_images),
+        BestCheckpoint(output_dir / "model.keras", history_csv),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+    ]
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=early_stopping, restore_best_weights=True))
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks + (extra_callbacks or []),
+              verbose=0)
+    return read_history(history_csv)
+
+
+def summarize_history(history: pd.DataFrame) -> dict[str, Any]:
+    """The study's table: final and best train/val accuracy and loss, and the epoch of the best val_loss."""
+    best = history.loc[history["val_loss"].idxmin()]
+    return {
+        "epochs_run": int(len(history)),
+        "final": {k: float(history[k].iloc[-1]) for k in ("accuracy", "loss", "val_accuracy", "val_loss")},
+        "best": {"epoch": int(best["epoch"]) + 1, "val_loss": float(best["val_loss"]),
+                 "val_accuracy": float(best["val_accuracy"]),
+                 "max_val_accuracy": float(history["val_accuracy"].max()),
+                 "max_accuracy": float(history["accuracy"].max()), "min_loss": float(history["loss"].min())},
+    }
+
+
+def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None) -> Any:
+    """Training curves: loss and accuracy of train and validation per epoch."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.8))
+    epochs = history["epoch"] + 1
+    for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], marker="o", label="train")
+        ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.tight_layout()
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+    return figure
+
+
+def environment() -> dict[str, str]:
+    """Versions and accelerator, for the run record."""
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "accelerator": describe_devices(),
+            "precision": keras.mixed_precision.global_policy().name, "platform": platform.platform()}
+
+
+def write_json(path: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Write a JSON record atomically (numpy scalars converted)."""
+    return write_atomic(path, json.dumps(record, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evaluations: dict[str, dict],
+               wall_time: float, cache: dict[str, bool]) -> dict[str, Any]:
+    """Everything metrics.json reports: the study's table, held-out metrics, data, speed, parameters, environment."""
+    speed = history["images_per_second"].dropna() if "images_per_second" in history else pd.Series(dtype=float)
+    return {
+        **summarize_history(history),
+        **evaluations,
+        "images_per_second": float(speed.iloc[1:].median() if len(speed) > 1 else speed.median()) if len(speed) else None,
+        "wall_time_seconds": round(wall_time, 1),
+        "dataset": {"name": index.name, "root": index.root, "layout": index.layout, "counts": index.counts(),
+                    "skipped": index.skipped, "cached_in_memory": cache},
+        "params": params,
+        "seed": params["seed"],
+        "environment": environment(),
+    }
+
+
+def clean_backup(output_dir: str | os.PathLike) -> None:
+    """Remove the resume backup once the run has finished and its record is written."""
+    shutil.rmtree(Path(output_dir) / "backup", ignore_errors=True)
