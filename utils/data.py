@@ -28,6 +28,8 @@ CACHE_RAM_FRACTION = 0.4  # share of available RAM a decoded in-memory cache may
 SHUFFLE_BUFFER = 2048  # post-cache element shuffle; bounded because the cache already holds every image
 SCAN_TAIL_BYTES = 1024
 SCAN_WORKERS = 16
+JPEG_RATIOS = (8, 4, 2)  # the DCT downscales libjpeg can apply while decoding (tf.io.decode_jpeg ratio)
+HEADER_SAMPLE = 64  # image headers read to pick the decode ratio of a dataset
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -399,11 +401,51 @@ def cache_decision(n_images: int, image_size: int) -> bool:
     return n_images * image_size * image_size * 3 < CACHE_RAM_FRACTION * available
 
 
-def _decode_resize(path: Any, image_size: int) -> Any:
-    """Read an image file, decode it by content (JPEG/PNG, any channels) to RGB and resize to S x S uint8."""
+def _header_size(path: str) -> tuple[str, int] | None:
+    """(format, shorter side) from an image file's header (PIL reads no pixels), None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return str(image.format), min(image.size)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def jpeg_ratio(paths: list[str], image_size: int) -> int:
+    """DCT downscale (8, 4, 2 or 1) to decode this dataset's JPEGs with: the largest whose output is still >= S px.
+
+    Decided per dataset from the headers of up to HEADER_SAMPLE evenly spaced files (the smallest JPEG seen bounds
+    it). A file smaller than the sample's smallest is still correct, only upscaled a little more by the resize.
+    """
+    if not paths:
+        return 1
+    step = max(1, len(paths) // HEADER_SAMPLE)
+    headers = [_header_size(p) for p in paths[::step][:HEADER_SAMPLE]]
+    sides = [side for fmt, side in filter(None, headers) if fmt == "JPEG"]
+    if not sides:
+        return 1
+    return next((r for r in JPEG_RATIOS if min(sides) >= r * image_size), 1)
+
+
+def _decode_resize(path: Any, image_size: int, ratio: int = 1) -> Any:
+    """Read an image file, decode it by content (JPEG/PNG, any channels) to RGB and resize to S x S uint8.
+
+    With ratio > 1, JPEGs are decoded at 1/ratio size by libjpeg's DCT scaling (several times less work than a full
+    decode plus a downscale); PNGs and anything else still go through decode_image.
+    """
     import tensorflow as tf
 
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+    raw = tf.io.read_file(path)
+
+    def decode_any() -> Any:
+        return tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
+
+    if ratio > 1:
+        is_jpeg = tf.equal(tf.strings.substr(raw, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
+        image = tf.cond(is_jpeg, lambda: tf.io.decode_jpeg(raw, channels=3, ratio=ratio), decode_any)
+    else:
+        image = decode_any()
     image.set_shape([None, None, 3])
     shape = tf.shape(image)
 
@@ -417,20 +459,34 @@ def _decode_resize(path: Any, image_size: int) -> Any:
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
+def _op_determinism() -> bool:
+    """Whether tf.config.experimental.enable_op_determinism() is on (then the input order must be exact too)."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    return bool(is_op_determinism_enabled())
+
+
 def make_dataset(split: Split, image_size: int, batch_size: int, training: bool, seed: int = 0,
                  cache: bool | str = "auto") -> "tf.data.Dataset":
-    """A tf.data pipeline of (float32 images [B,S,S,3] in 0..255, int32 labels [B]) for a split."""
+    """A tf.data pipeline of (float32 images [B,S,S,3] in 0..255, int32 labels [B]) for a split.
+
+    Training order is seeded (file shuffle before decoding, element shuffle after the cache) but not exact: parallel
+    decodes are emitted as they finish, so neighbouring images may swap between runs, unless op determinism is on.
+    Evaluation order is always the split's order.
+    """
     import tensorflow as tf
 
     if len(split.paths) != len(split.labels):
         raise DataError(f"split has {len(split.paths)} paths but {len(split.labels)} labels")
     autotune = tf.data.AUTOTUNE
+    deterministic = not training or _op_determinism()
+    ratio = jpeg_ratio(split.paths, image_size)
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(split.paths, dtype=tf.string),
                                              tf.constant(split.labels, dtype=tf.int32)))
     if training and len(split.paths) > 1:
         ds = ds.shuffle(len(split.paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda path, label: (_decode_resize(path, image_size), label),
-                num_parallel_calls=autotune, deterministic=not training)
+    ds = ds.map(lambda path, label: (_decode_resize(path, image_size, ratio), label),
+                num_parallel_calls=autotune, deterministic=deterministic)
     if cache == "auto":
         cache = cache_decision(len(split.paths), image_size)
     if isinstance(cache, str):
@@ -441,8 +497,11 @@ def make_dataset(split: Split, image_size: int, batch_size: int, training: bool,
         # after a cache every epoch replays the first epoch's order; mix it again
         ds = ds.shuffle(min(len(split.paths), SHUFFLE_BUFFER), seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=autotune)
-    return ds.prefetch(autotune)
+    ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=autotune,
+                deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return ds.prefetch(autotune).with_options(options)
 
 
 def load_images(paths: list[str], image_size: int) -> np.ndarray:

@@ -226,7 +226,7 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     ]
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=early_stopping, restore_best_weights=True))
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks + (extra_callbacks or []),
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks + (extra_callbacks or []), shuffle=False,
               verbose=0)
     return read_history(history_csv)
 

@@ -1,0 +1,116 @@
+"""The LeakyReLU-ResNet50: every ReLU swapped, stock topology and parameter count, alpha=0 is the stock network."""
+import keras
+import numpy as np
+import pytest
+
+from utils.model import build_model, copy_weights_by_name, load_model
+
+SIZE = 32
+NO_AUGMENTATION = {"flip": None, "rotation": 0, "zoom": 0, "contrast": 0}
+
+
+def _images(n=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+def _stock(weights=None):
+    return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(SIZE, SIZE, 3))
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.05])
+def test_every_relu_is_leaky_with_slope_alpha(alpha):
+    model = build_model(alpha, SIZE)
+    leaky = [layer for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)]
+    assert len(leaky) == 49
+    assert all(layer.negative_slope == pytest.approx(alpha) for layer in leaky)
+    relus = [layer for layer in model.layers if isinstance(layer, keras.layers.ReLU)
+             or layer.get_config().get("activation") == "relu"]
+    assert relus == []
+    # Stock names kept: the activations sit where keras.applications.ResNet50 has its ReLUs.
+    stock_relu_names = {layer.name for layer in _stock().layers if layer.get_config().get("activation") == "relu"}
+    assert {layer.name for layer in leaky} == stock_relu_names
+
+
+def test_leaky_slope_is_applied_to_negative_inputs():
+    layer = build_model(0.2, SIZE).get_layer("conv1_relu")
+    out = keras.ops.convert_to_numpy(layer(np.array([[-10.0, 0.0, 3.0]], dtype="float32")))
+    np.testing.assert_allclose(out, [[-2.0, 0.0, 3.0]])
+
+
+def test_parameter_count_equals_stock_resnet50():
+    stock = keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3), classes=2)
+    assert build_model(0.2, SIZE).count_params() == stock.count_params() == 23_591_810
+
+
+def test_alpha_zero_is_numerically_the_stock_relu_network():
+    stock = _stock()
+    ours = build_model(0.0, SIZE, augmentation=NO_AUGMENTATION)
+    assert copy_weights_by_name(stock, ours) == len([layer for layer in stock.layers if layer.weights])
+    features = keras.Model(ours.inputs, ours.get_layer("conv5_block3_out").output)
+    x = _images(3)
+    expected = stock.predict(keras.applications.resnet50.preprocess_input(x.copy()), verbose=0)
+    np.testing.assert_allclose(features.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-4)
+    # And a positive alpha really changes the function computed with the same weights.
+    leaky = build_model(0.2, SIZE, augmentation=NO_AUGMENTATION)
+    copy_weights_by_name(stock, leaky)
+    leaky_features = keras.Model(leaky.inputs, leaky.get_layer("conv5_block3_out").output).predict(x, verbose=0)
+    assert np.abs(leaky_features - expected).max() > 1e-2
+
+
+def test_augmentation_only_active_in_training():
+    model = build_model(0.2, SIZE, augmentation={"flip": "horizontal", "rotation": 0.2, "zoom": 0.2, "contrast": 0.3},
+                        seed=0)
+    plain = build_model(0.2, SIZE, augmentation=NO_AUGMENTATION)
+    copy_weights_by_name(model, plain)
+    x = _images(4)
+    inference = model(x, training=False)
+    np.testing.assert_allclose(inference, model(x, training=False))
+    np.testing.assert_allclose(inference, plain(x, training=False), rtol=1e-5, atol=1e-6)
+    augment = model.get_layer("augmentation")
+    assert [layer.name for layer in augment.layers] == ["random_flip", "random_rotation", "random_zoom",
+                                                        "random_contrast"]
+    assert not np.allclose(keras.ops.convert_to_numpy(augment(x, training=True)), x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(augment(x, training=False)), x)
+
+
+def test_zero_factors_switch_layers_off():
+    model = build_model(0.2, SIZE, augmentation={"flip": None, "rotation": 0.1, "zoom": 0, "contrast": None})
+    assert [layer.name for layer in model.get_layer("augmentation").layers] == ["random_rotation"]
+    assert "augmentation" not in [layer.name for layer in build_model(0.2, SIZE, augmentation=NO_AUGMENTATION).layers]
+
+
+def test_softmax_head_in_float32_and_sums_to_one():
+    model = build_model(0.2, SIZE)
+    assert model.get_layer("predictions").dtype_policy.compute_dtype == "float32"
+    probs = model.predict(_images(3), verbose=0)
+    assert probs.shape == (3, 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_weights_file_loads_by_name(tmp_path):
+    stock = _stock()
+    path = tmp_path / "resnet50_notop.weights.h5"
+    stock.save_weights(path)
+    model = build_model(0.2, SIZE, weights=str(path))
+    for name in ("conv1_conv", "conv3_block2_2_bn", "conv5_block3_3_conv"):
+        for got, want in zip(model.get_layer(name).get_weights(), stock.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_bad_arguments_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="alpha"):
+        build_model(1.5, SIZE)
+    with pytest.raises(ValueError, match="weights"):
+        build_model(0.2, SIZE, weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(FileNotFoundError, match="model.keras"):
+        load_model(tmp_path / "nothing.keras")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = build_model(0.1, SIZE, bn_momentum=0.9)
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras")
+    x = _images(2)
+    np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), rtol=1e-6)
+    assert loaded.get_layer("conv2_block1_out").negative_slope == pytest.approx(0.1)
+    assert loaded.get_layer("conv1_bn").momentum == pytest.approx(0.9)

@@ -1,0 +1,73 @@
+"""One papermill run of notebooks/train.ipynb with tiny parameters: what it writes and what metrics.json says."""
+import json
+
+import nbformat
+import pytest
+
+from conftest import REPO_ROOT, TINY_TRAIN_PARAMS
+
+
+def test_run_writes_report_and_artifacts(tiny_run):
+    for name in ("metrics.json", "history.csv", "model.keras", "training_curves.png", "confusion_matrix.png",
+                 "train.ipynb", "train.html", "params.json"):
+        assert (tiny_run / name).is_file(), name
+    assert not (tiny_run / "backup").exists(), "the resume backup must be gone after a finished run"
+    html = (tiny_run / "train.html").read_text()
+    assert "LeakyReLU-ResNet50" in html and "data:image/png;base64" in html
+
+
+def test_metrics_json_content(tiny_metrics, tiny_dataset):
+    m = tiny_metrics
+    assert m["epochs_run"] == TINY_TRAIN_PARAMS["epochs"]
+    for key in ("accuracy", "loss", "val_accuracy", "val_loss"):
+        assert 0 <= m["final"][key] < (1.0001 if "accuracy" in key else 100)
+    assert 1 <= m["best"]["epoch"] <= TINY_TRAIN_PARAMS["epochs"]
+    assert m["params"]["alpha"] == 0.2 and m["params"]["image_size"] == 32 and m["seed"] == 1
+    assert m["params"]["data_dir"] == str(tiny_dataset)
+    counts = m["dataset"]["counts"]
+    # Pool of 16 per class split 75:25; the official test split (6 per class) kept aside.
+    assert counts["train"] == {"real": 12, "fake": 12} and counts["val"] == {"real": 4, "fake": 4}
+    assert counts["test"] == {"real": 6, "fake": 6}
+    assert m["test"]["n"] == 12 and m["val"]["n"] == 8
+    assert sum(map(sum, m["test"]["confusion_matrix"])) == 12
+    assert m["dataset"]["skipped"] == []
+    assert m["images_per_second"] > 0 and m["wall_time_seconds"] > 0
+    env = m["environment"]
+    assert env["tensorflow"] and env["keras"].startswith("3.") and env["python"] and env["accelerator"].startswith("CPU")
+
+
+def test_history_has_one_row_per_epoch(tiny_run):
+    from utils.training import read_history
+
+    history = read_history(tiny_run / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert {"accuracy", "loss", "val_accuracy", "val_loss", "images_per_second"} <= set(history.columns)
+
+
+def test_rerun_with_other_parameters_is_refused(tiny_run, tiny_dataset):
+    """A finished run folder is never overwritten by a run with other parameters."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from utils.notebook import run_notebook
+
+    before = (tiny_run / "metrics.json").read_bytes()
+    with pytest.raises(PapermillExecutionError, match="holds a run with other parameters"):
+        run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",
+                     {**TINY_TRAIN_PARAMS, "alpha": 0.1, "data_dir": str(tiny_dataset), "output_dir": str(tiny_run)})
+    assert (tiny_run / "metrics.json").read_bytes() == before
+
+
+def test_notebooks_are_committed_clean():
+    for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata["kernelspec"]["name"] == "python3", path
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{path} has outputs"
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path} needs exactly one cell tagged parameters"
+        for line in tagged[0].source.splitlines():
+            if line.strip() and not line.startswith("#"):
+                assert "  # " in line, f"{path}: parameter line without a comment: {line}"
+                # papermill cannot parse a parameter whose comment holds '='.
+                assert line.split("#", 1)[1].count("=") == 0, f"{path}: '=' in the comment of {line}"
+        assert len(nb.cells) <= 25, path
