@@ -34,6 +34,7 @@ class Run:
     index: data.DatasetIndex
     report_split: str  # "test", or "val" when the dataset has no official test split
     splits: dict[str, Split]  # the evaluated (possibly capped) splits: "val" and report_split
+    warning: str | None = None  # set when the re-indexed data is not what the run recorded
     y: dict[str, np.ndarray] = field(default_factory=dict)
     p: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -72,11 +73,28 @@ def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def reindex_run(params: Mapping[str, Any], data_dir: str | None = None) -> data.DatasetIndex:
-    """The run's dataset indexed with its own val_split/seed/max_images, so its validation split is the one it used."""
-    source = data_dir if data_dir not in (None, "") else params.get("data_dir")
+def reindex_run(record: Mapping[str, Any], data_dir: str | None = None) -> data.DatasetIndex:
+    """The run's dataset indexed with its own val_split/seed/max_images, so its validation split is the one it used.
+
+    Without data_dir: the run's data_dir parameter, else the dataset root its metrics.json records (the auto default
+    as it resolved then, which a later default may no longer be), else today's auto default.
+    """
+    params = record["params"]
+    recorded_root = record.get("dataset", {}).get("root")
+    source = next((d for d in (data_dir, params.get("data_dir")) if d not in (None, "")), None)
+    if source is None and recorded_root and os.path.isdir(recorded_root):
+        source = recorded_root
     return data.index_dataset(source, val_split=float(params["val_split"]), seed=int(params["seed"]),
                               max_images=params.get("max_images"))
+
+
+def data_check(record: Mapping[str, Any], index: data.DatasetIndex) -> str | None:
+    """A warning when the re-indexed counts differ from those the run recorded (other data than it trained on)."""
+    recorded = record.get("dataset", {}).get("counts")
+    if recorded and recorded != index.counts():
+        return (f"the re-indexed data ({index.root}: {index.counts()}) differs from what the run recorded "
+                f"({recorded}): its validation split is not the one it trained with")
+    return None
 
 
 def cap_split(split: Split, max_images: int | None, seed: int = 0) -> Split:
@@ -123,13 +141,14 @@ def load_run(run_dir: str | os.PathLike, data_dir: str | None = None, max_images
     run_dir = Path(run_dir)
     record = read_run(run_dir)
     model = load_model(run_dir / "model.keras")
-    index = reindex_run(record["params"], data_dir)
+    index = reindex_run(record, data_dir)
     report_split = "test" if index.test is not None else "val"
     seed = int(record["params"]["seed"])
     splits = {"val": cap_split(index.val, max_images, seed)}
     if report_split == "test":
         splits["test"] = cap_split(index.test, max_images, seed)
-    run = Run(name or run_dir.resolve().name, run_dir, record, model, index, report_split, splits)
+    run = Run(name or run_dir.resolve().name, run_dir, record, model, index, report_split, splits,
+              warning=data_check(record, index))
     for split_name, split in splits.items():
         run.y[split_name], run.p[split_name] = predict_split(model, split, run.image_size, batch_size)
     return run
@@ -180,7 +199,7 @@ def record_threshold(run: Run, threshold: float | None) -> Path | None:
 
 
 def plot_held_out(run: Run, out: str | os.PathLike | None = None) -> list:
-    """Confusion matrix at 0.5, ROC/PR curves and the reliability diagram of the report split (saved under `out`)."""
+    """Confusion matrix at 0.5 and ROC/PR curves of the report split (saved under `out` when given)."""
     y, p = run.y[run.report_split], run.p[run.report_split]
     out = Path(out) if out is not None else None
     m = evaluation.binary_metrics(y, p)
@@ -189,8 +208,18 @@ def plot_held_out(run: Run, out: str | os.PathLike | None = None) -> list:
                                                path=out / "confusion_matrix.png" if out else None)]
     if m["roc_auc"] is not None:
         figures.append(evaluation.plot_roc_pr(y, p, label=run.name, path=out / "roc_pr.png" if out else None))
-    figures.append(evaluation.plot_reliability(y, p, n_bins=ECE_BINS, path=out / "reliability.png" if out else None))
     return figures
+
+
+def plot_calibration(run: Run, out: str | os.PathLike | None = None):
+    """Reliability diagram of P(fake) on the report split (saved under `out` when given)."""
+    y, p = run.y[run.report_split], run.p[run.report_split]
+    fig = evaluation.plot_reliability(y, p, n_bins=ECE_BINS)
+    fig.axes[0].set_title(f"{run.name}: reliability of P(fake), {run.report_split} split")
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(out) / "reliability.png", dpi=120)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------ robustness
@@ -317,6 +346,7 @@ def analyze_run(run_dir: str | os.PathLike, data_dir: str | None = None, extra_d
     held = held_out_metrics(run)
     record_threshold(run, held["val_threshold"])
     plot_held_out(run, out)
+    plot_calibration(run, out)
     table = robustness(run, robustness_grid, robustness_images)
     if out is not None:
         evaluation.plot_robustness(table, path=out / "robustness.png")
@@ -332,7 +362,7 @@ def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gra
         "run_dir": str(run.run_dir.resolve()), "alpha": float(run.params["alpha"]), "params": run.params,
         "dataset": {"name": run.index.name, "root": run.index.root, "layout": run.index.layout,
                     "counts": {k: s.counts() for k, s in run.splits.items()}},
-        "held_out": held,
+        "data_warning": run.warning, "held_out": held,
         "robustness": robustness_table.to_dict("records") if robustness_table is not None else [],
         "gradcam": gradcam, "extra": extra,
     })

@@ -113,12 +113,28 @@ def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) ->
     return batch_size * replicas, learning_rate * replicas
 
 
-def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int = 1) -> keras.Model:
-    """Adam and sparse cross-entropy on the softmax; Keras adds loss scaling itself under mixed_float16."""
+def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int | None = None) -> keras.Model:
+    """Adam and sparse cross-entropy on the softmax; loss scaling, XLA and steps per execution chosen for the device."""
+    import tensorflow as tf
+
+    if steps_per_execution is None:
+        # Batches per call into the compiled train function. A TPU or GPU step is short enough that the Python
+        # round trip per step shows; on CPU a step takes far longer and N > 1 measured no faster
+        # (results/bench), so keep 1 there. Callbacks here act per epoch, so N > 1 changes no result.
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
+            steps_per_execution = 32
+        elif tf.config.list_logical_devices("GPU"):
+            steps_per_execution = 4
+        else:
+            steps_per_execution = 1
+    # Loss scaling: under mixed_float16, Keras 3's compile wraps the optimizer in LossScaleOptimizer itself
+    # (keras/src/trainers/trainer.py, auto_scale_loss=True). XLA: "auto" resolves to off on CPU, under any
+    # tf.distribute strategy (MirroredStrategy/TPUStrategy) and for models holding RandomRotation/RandomZoom
+    # (supports_jit = False), i.e. for the study's model; it is on only for a single GPU without those layers.
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=steps_per_execution)
+                  steps_per_execution=steps_per_execution, jit_compile="auto")
     return model
 
 
