@@ -114,7 +114,7 @@ def cap_split(split: Split, max_images: int | None, seed: int = 0) -> Split:
 
 
 def dataset_split(data_dir: str, max_images: int | None = None, seed: int = 0) -> tuple[Split, dict]:
-    """Every image of a dataset (all its splits; at most max_images per class) as one test Split, plus its description."""
+    """Every image of a dataset (all splits, at most max_images per class) as one test Split, and its description."""
     index = data.index_dataset(data_dir, seed=seed)
     parts = [index.train, index.val] + ([index.test] if index.test is not None else [])
     pooled = Split([p for s in parts for p in s.paths], [label for s in parts for label in s.labels])
@@ -240,10 +240,14 @@ def robustness(run: Run, grid: Mapping[str, Iterable[float]] = evaluation.ROBUST
 
 # ------------------------------------------------------------------------------------------------ Grad-CAM
 
-def _titles(run: Run, idx: Sequence[int], group: str | None = None) -> list[str]:
+GROUP_TITLES = {"true_real": "real, called real", "true_fake": "fake, called fake",
+                "false_real": "fake called real", "false_fake": "real called fake"}
+
+
+def _titles(run: Run, idx: Sequence[int], heading: str | None = None) -> list[str]:
+    """'<outcome>\nP(fake) x' per image; the outcome of a mistake follows from its label when no heading is given."""
     y, p = run.y[run.report_split], run.p[run.report_split]
-    prefix = f"{group}\n" if group else ""
-    return [f"{prefix}{CLASS_NAMES[int(y[i])]}, P(fake) {p[i]:.2f}" for i in idx]
+    return [f"{heading or GROUP_TITLES['false_fake' if y[i] == 0 else 'false_real']}\nP(fake) {p[i]:.2f}" for i in idx]
 
 
 def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | os.PathLike | None = None
@@ -262,8 +266,8 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
     figures = []
     for name, idx, titles in (
             ("gradcam_examples", [i for g in explanation.GROUPS for i in groups[g]],
-             [t for g in explanation.GROUPS for t in _titles(run, groups[g], g.replace("_", " "))]),
-            ("gradcam_mistakes", wrong, _titles(run, wrong, "mistake"))):
+             [t for g in explanation.GROUPS for t in _titles(run, groups[g], GROUP_TITLES[g])]),
+            ("gradcam_mistakes", wrong, _titles(run, wrong))):
         if not idx:
             continue
         images = data.load_images([split.paths[i] for i in idx], run.image_size)

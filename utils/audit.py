@@ -647,3 +647,73 @@ def audit_index(index: Any, max_images: int | None = None, seed: int = 0, max_di
     report = {"dataset": {k: _jsonable(getattr(index, k, None)) for k in ("name", "root", "layout")},
               "skipped": {"n": len(skipped), "examples": _jsonable(skipped[:max_examples])}}
     return report | audit_splits(splits, max_images, seed, max_distance, max_examples, max_workers)
+
+
+# ----------------------------------------------------------------------------------------------- notebook views
+
+def paths_by_class(index: Any, max_images: int | None = None, seed: int = 0) -> dict[str, list[str]]:
+    """Image paths per class name over all splits of an index, at most max_images per class (seeded random)."""
+    rng = np.random.default_rng(seed)
+    pooled: dict[str, list[str]] = {name: [] for name in CLASS_NAMES}
+    for split_name in ("train", "val", "test"):
+        split = getattr(index, split_name, None)
+        if split is not None:
+            for path, label in zip(split.paths, split.labels):
+                pooled[CLASS_NAMES[int(label)]].append(os.fspath(path))
+    for name, paths in pooled.items():
+        if max_images is not None and len(paths) > max_images:
+            pooled[name] = [paths[k] for k in np.sort(rng.choice(len(paths), size=max_images, replace=False))]
+    return pooled
+
+
+def class_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """One column per class of an audit report: size, colour mode, format, file size and JPEG quality at a glance."""
+    def median(stats: Any) -> Any:
+        return None if not stats else stats["median"]
+
+    rows = {}
+    for name, s in report["properties"]["by_class"].items():
+        rows[name] = {"images audited": s["n"], "unreadable": s["n_unreadable"],
+                      "median width": median(s["width"]), "median height": median(s["height"]),
+                      "distinct sizes": s["n_distinct_sizes"], "sizes": _describe_shares(s["sizes"]),
+                      "colour modes": _describe_shares(s["modes"]), "formats": _describe_shares(s["formats"]),
+                      "median file size": _human_bytes(median(s["file_size"])) if s["file_size"] else None,
+                      "median JPEG quality": median(s["jpeg_quality"]),
+                      "chroma subsampling": _describe_shares(s["subsampling"])}
+    return pd.DataFrame(rows)
+
+
+def duplicate_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Exact and near duplicate pair counts of an audit report, within each split and across each split pair."""
+    rows = {}
+    for kind in ("exact", "near"):
+        summary = report["duplicates"][kind]
+        rows[kind] = {**{f"within {s}": n for s, n in summary["within"].items()},
+                      **{f"across {pair}": n for pair, n in summary["across"].items()}, "total": summary["n_pairs"]}
+    return pd.DataFrame(rows)
+
+
+def plot_duplicate_pairs(examples: Sequence[Mapping[str, Any]], n: int = 6, thumb: int = 128,
+                         path: str | os.PathLike | None = None) -> Any:
+    """Figure with up to n duplicate example pairs (one pair per column: path_a above path_b), or None without pairs."""
+    examples = list(examples)[:n]
+    if not examples:
+        return None
+    figure = _figure(2.2 * len(examples), 4.6)
+    axes = figure.subplots(2, len(examples), squeeze=False)
+    for col, example in enumerate(examples):
+        for row, key in enumerate(("a", "b")):
+            ax = axes[row, col]
+            ax.axis("off")
+            ax.imshow(_load(example[f"path_{key}"], "RGB", thumb, exact_size=False))
+            ax.set_title(f"{example[f'split_{key}']}: {Path(example[f'path_{key}']).name}"
+                         + (f"\nHamming {example['distance']}" if row == 1 else ""), fontsize=7)
+    _save(figure, path)
+    return figure
+
+
+def write_report(path: str | os.PathLike, report: Mapping[str, Any]) -> Path:
+    """The audit report as JSON, atomically."""
+    import json
+
+    return write_atomic(path, json.dumps(_jsonable(report), indent=2) + "\n")

@@ -1,0 +1,88 @@
+"""Alpha sweep: train the same protocol for several LeakyReLU slopes, then analyse all runs together."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from utils.notebook import REPO_ROOT, load_params, parse_value, run_notebook
+
+DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
+DEFAULT_ROOT = "results/sweep"
+TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
+ANALYZE_NOTEBOOK = REPO_ROOT / "notebooks" / "analyze.ipynb"
+
+
+def run_folder(root: str | Path, alpha: float) -> Path:
+    """<root>/alpha-<alpha> with the shortest decimal form of alpha (alpha-0, alpha-0.01, ...)."""
+    return Path(root) / f"alpha-{float(alpha):g}"
+
+
+def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | None = None,
+          output_root: str | Path = DEFAULT_ROOT, analysis_params: dict[str, Any] | None = None,
+          analyze: bool = True) -> dict[str, Any]:
+    """Train notebooks/train.ipynb once per alpha into its own folder, then run notebooks/analyze.ipynb over all.
+
+    A run folder already holding a finished run with the same parameters is reused by the training notebook itself;
+    one with other parameters makes it stop with an error rather than overwrite.
+    """
+    alphas = [float(a) for a in alphas]
+    if not alphas:
+        raise ValueError("alphas must list at least one LeakyReLU slope")
+    if len(set(alphas)) != len(alphas):
+        raise ValueError(f"alphas must be distinct, got {alphas}")
+    bad = [a for a in alphas if not 0 <= a < 1]
+    if bad:
+        raise ValueError(f"every alpha must be a LeakyReLU slope in [0, 1), got {bad}")
+    params = {k: v for k, v in (params or {}).items() if k not in ("alpha", "output_dir")}
+    root = Path(output_root)
+    run_dirs = []
+    for alpha in alphas:
+        folder = run_folder(root, alpha)
+        started = time.time()
+        print(f"[sweep] training alpha {alpha:g} into {folder}", flush=True)
+        run_notebook(TRAIN_NOTEBOOK, {**params, "alpha": alpha, "output_dir": str(folder)})
+        print(f"[sweep] alpha {alpha:g} done in {time.time() - started:.0f} s", flush=True)
+        run_dirs.append(str(folder))
+    analysis_dir = root / "analysis"
+    if analyze:
+        print(f"[sweep] analysing {len(run_dirs)} runs into {analysis_dir}", flush=True)
+        run_notebook(ANALYZE_NOTEBOOK, {**(analysis_params or {}), "run_dirs": run_dirs,
+                                        "output_dir": str(analysis_dir)})
+    return {"run_dirs": run_dirs, "analysis_dir": str(analysis_dir) if analyze else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: python -m utils.sweep [--alphas A ...] [-f PARAMS.yaml] [-p NAME VALUE ...] [--output-root DIR]."""
+    parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=main.__doc__)
+    parser.add_argument("--alphas", nargs="+", type=float, default=list(DEFAULT_ALPHAS),
+                        help=f"LeakyReLU slopes to train (default {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
+    parser.add_argument("-f", "--parameters-file", help="YAML file of training parameters (e.g. params/cpu-demo.yaml)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="one training parameter, overriding the file; repeatable (alpha and output_dir are set "
+                             "by the sweep)")
+    parser.add_argument("-a", "--analysis-parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="one parameter of notebooks/analyze.ipynb (e.g. -a robustness_images 50); repeatable")
+    parser.add_argument("--output-root", default=DEFAULT_ROOT,
+                        help=f"folder of the run folders alpha-<a> and of analysis/ (default {DEFAULT_ROOT})")
+    parser.add_argument("--no-analysis", action="store_true", help="train only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = load_params(args.parameters_file)
+    params.update({name: parse_value(value) for name, value in args.parameter})
+    analysis_params = {name: parse_value(value) for name, value in args.analysis_parameter}
+    try:
+        result = sweep(args.alphas, params, args.output_root, analysis_params, analyze=not args.no_analysis)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"[sweep] runs: {' '.join(result['run_dirs'])}", flush=True)
+    if result["analysis_dir"]:
+        print(f"[sweep] analysis: {result['analysis_dir']}/analysis.json and analyze.html", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
