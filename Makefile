@@ -29,7 +29,7 @@ analyze: setup
 	$(PY) -m utils.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml
 
 sweep: setup
-	$(PY) -m utils.sweep -f params/cpu-demo.yaml --output-root results/sweep
+	$(PY) -m utils.sweep -f params/cpu-demo.yaml --seeds 42 43 44 --output-root results/sweep
 
 bench: setup
 	$(PY) -m benchmarks.bench

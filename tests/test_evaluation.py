@@ -13,7 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from utils.evaluation import (ROBUSTNESS_GRID, TRANSFORMS, alpha_table, binary_metrics, choose_threshold,
+from utils.evaluation import (ROBUSTNESS_GRID, TRANSFORMS, alpha_summary, alpha_table, binary_metrics, choose_threshold,
                               collect_predictions, equal_error_rate, expected_calibration_error, gaussian_blur,
                               gaussian_noise, jpeg_recompress, plot_alpha, plot_confusion_matrix, plot_reliability,
                               plot_robustness, plot_roc_pr, predict_proba, reliability_curve, rescale,
@@ -279,6 +279,24 @@ def test_alpha_table_sorts_and_marks_baseline():
     assert table["accuracy"].tolist() == [0.9, 0.88, 0.92, 0.91]  # stable: input order kept within an alpha
     with pytest.raises(ValueError, match="run 1 has no 'alpha'"):
         alpha_table([{"alpha": 0.1}, {"accuracy": 0.5}])
+
+
+def test_alpha_summary_gives_mean_and_sample_std_per_alpha():
+    table = alpha_table([{"run": "a", "alpha": 0.2, "accuracy": 0.90, "seed": 1},
+                         {"run": "b", "alpha": 0.0, "accuracy": 0.80, "seed": 1},
+                         {"run": "c", "alpha": 0.2, "accuracy": 0.94, "seed": 2},
+                         {"run": "d", "alpha": 0.0, "accuracy": 0.84, "seed": 2},
+                         {"run": "e", "alpha": 0.1, "accuracy": 0.70, "seed": 1}])
+    summary = alpha_summary(table, ["accuracy"])
+    assert list(summary.columns) == ["alpha", "runs", "accuracy", "accuracy_std"]
+    assert summary["alpha"].tolist() == [0.0, 0.1, 0.2] and summary["runs"].tolist() == [2, 1, 2]
+    np.testing.assert_allclose(summary["accuracy"], [0.82, 0.70, 0.92])
+    np.testing.assert_allclose(summary["accuracy_std"].iloc[[0, 2]], [np.std([0.80, 0.84], ddof=1)] * 2)
+    assert np.isnan(summary["accuracy_std"].iloc[1])  # one run: no spread to report
+    # Default: every numeric column but alpha, the baseline flag and the seed (the run name is text, so left out).
+    assert list(alpha_summary(table).columns) == ["alpha", "runs", "accuracy", "accuracy_std"]
+    with pytest.raises(ValueError, match="missing column"):
+        alpha_summary(table, ["roc_auc"])
 
 
 # ------------------------------------------------------------------ plots

@@ -10,6 +10,28 @@ def test_run_folder_names():
     from utils.sweep import run_folder
 
     assert [run_folder("r", a).name for a in (0, 0.01, 0.1, 0.2)] == ["alpha-0", "alpha-0.01", "alpha-0.1", "alpha-0.2"]
+    assert run_folder("r", 0.2, 7).as_posix() == "r/alpha-0.2/seed-7"
+
+
+def test_seeds_give_one_run_per_alpha_and_seed(monkeypatch, tmp_path):
+    """The plumbing only (notebook runs recorded, not executed): folders, each run's seed, the analysis over all."""
+    from utils import sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_notebook", lambda notebook, params: calls.append((notebook.name, params)))
+    result = sweep.sweep([0, 0.2], {"seed": 42, "epochs": 3, "output_dir": "ignored"}, tmp_path, seeds=[1, 2])
+    trained = [(p["alpha"], p["seed"], p["output_dir"], p["epochs"]) for name, p in calls if name == "train.ipynb"]
+    root = tmp_path.as_posix()
+    assert trained == [(0.0, 1, f"{root}/alpha-0/seed-1", 3), (0.0, 2, f"{root}/alpha-0/seed-2", 3),
+                       (0.2, 1, f"{root}/alpha-0.2/seed-1", 3), (0.2, 2, f"{root}/alpha-0.2/seed-2", 3)]
+    (name, analysis_params), = [c for c in calls if c[0] == "analyze.ipynb"]
+    assert analysis_params["run_dirs"] == result["run_dirs"] == [t[2] for t in trained]
+    calls.clear()
+    sweep.sweep([0.1], {"seed": 42}, tmp_path, analyze=False)  # no seeds: the parameters' seed, no seed folder
+    assert [(p["seed"], p["output_dir"]) for _, p in calls] == [(42, f"{root}/alpha-0.1")]
+    for seeds in ([], [1, 1], [-1]):
+        with pytest.raises(ValueError, match="seeds must be distinct integers >= 0"):
+            sweep.sweep([0.1], {}, tmp_path, seeds=seeds)
 
 
 @pytest.mark.parametrize("alphas, message", [([0.1, 0.1], "distinct"), ([1.5], "in \\[0, 1\\)"), ([], "at least one")])
@@ -42,4 +64,7 @@ def test_tiny_sweep_trains_each_alpha_and_compares_them(tiny_dataset, tiny_run, 
     record = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
     table = record["alpha_table"]
     assert [row["alpha"] for row in table] == [0.0, 0.2] and [row["baseline"] for row in table] == [True, False]
+    by_alpha = record["alpha_summary"]
+    assert [(row["alpha"], row["runs"]) for row in by_alpha] == [(0.0, 1), (0.2, 1)]
+    assert by_alpha[1]["accuracy"] == table[1]["accuracy"] and by_alpha[1]["accuracy_std"] is None  # one seed
     assert (tmp_path / "analysis" / "alpha.png").is_file() and (tmp_path / "analysis" / "analyze.html").is_file()

@@ -314,7 +314,8 @@ def extra_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     """Flat numbers of one run for evaluation.alpha_table: held-out metrics, ECE, worst-case robustness AUCs."""
     held = result["held_out"]
-    row = {"run": name, "alpha": result["alpha"], **{k: held["metrics"][k] for k in SUMMARY_METRICS},
+    row = {"run": name, "alpha": result["alpha"], "seed": result["params"]["seed"],
+           **{k: held["metrics"][k] for k in SUMMARY_METRICS},
            "ece": held["ece"]}
     for entry in result.get("robustness", []):
         # The most degraded setting of each transform: the grid lists severities from clean to worst.

@@ -345,6 +345,26 @@ def alpha_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def alpha_summary(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per alpha over its runs (e.g. seeds): run count, then mean and `<metric>_std` (NaN for one run) per metric."""
+    # The sample std (ddof=1): the runs are a sample of what other seeds would give.
+    if "alpha" not in df.columns:
+        raise ValueError(f"df has no 'alpha' column (columns: {list(df.columns)}); expected the output of alpha_table")
+    if metrics is None:
+        metrics = [c for c in df.columns
+                   if c not in ("alpha", "baseline", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+    missing = set(metrics) - set(df.columns)
+    if missing:
+        raise ValueError(f"df is missing column(s) {sorted(missing)}; expected the output of alpha_table")
+    grouped = df.groupby("alpha")[list(metrics)]
+    summary = grouped.mean()
+    std = grouped.std(ddof=1).add_suffix("_std")
+    summary = pd.concat([grouped.size().rename("runs"), summary, std], axis=1)
+    # Interleave each mean with its std so the table reads metric, metric_std, ...
+    summary = summary[["runs"] + [c for m in metrics for c in (m, f"{m}_std")]]
+    return summary.sort_index().reset_index()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Plots: plain matplotlib Figures (not registered with pyplot, so notebooks show them once and loops do not leak).
 # ----------------------------------------------------------------------------------------------------------------
@@ -466,22 +486,18 @@ def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None
 def plot_alpha(df: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "roc_auc"),
                path: str | os.PathLike | None = None):
     """Metrics against the LeakyReLU slope alpha (mean and std over runs sharing an alpha); alpha 0 = ReLU baseline."""
-    missing = ({"alpha"} | set(metrics)) - set(df.columns)
-    if missing:
-        raise ValueError(f"df is missing column(s) {sorted(missing)}; expected the output of alpha_table")
-    grouped = df.groupby("alpha")[list(metrics)].agg(["mean", "std"]).sort_index()
-    alphas = grouped.index.to_numpy(dtype=float)
+    summary = alpha_summary(df, metrics)
+    alphas = summary["alpha"].to_numpy(dtype=float)
     fig, axes = _new_figure(size=(6.0, 4.0))
     ax = axes[0, 0]
     for metric in metrics:
-        mean = grouped[(metric, "mean")].astype(float)
-        std = grouped[(metric, "std")].astype(float).fillna(0.0)
-        ax.errorbar(alphas, mean, yerr=std, marker="o", capsize=3, label=metric)
+        std = summary[f"{metric}_std"].astype(float).fillna(0.0)
+        ax.errorbar(alphas, summary[metric].astype(float), yerr=std, marker="o", capsize=3, label=metric)
     if (alphas == 0).any():
         ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
+        baseline = summary[summary["alpha"] == 0].iloc[0]
         for metric in metrics:
-            ax.scatter([0.0], [grouped.loc[0.0, (metric, "mean")]], s=120, facecolors="none", edgecolors="black",
-                       zorder=3)
+            ax.scatter([0.0], [baseline[metric]], s=120, facecolors="none", edgecolors="black", zorder=3)
         ax.annotate("ReLU baseline", xy=(0.0, 1.0), xycoords=("data", "axes fraction"), xytext=(4, -12),
                     textcoords="offset points", fontsize=9)
     ax.set(xlabel="LeakyReLU negative slope alpha", ylabel="score", title="Effect of alpha")

@@ -16,16 +16,19 @@ TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
 ANALYZE_NOTEBOOK = REPO_ROOT / "notebooks" / "analyze.ipynb"
 
 
-def run_folder(root: str | Path, alpha: float) -> Path:
-    """<root>/alpha-<alpha> with the shortest decimal form of alpha (alpha-0, alpha-0.01, ...)."""
-    return Path(root) / f"alpha-{float(alpha):g}"
+def run_folder(root: str | Path, alpha: float, seed: int | None = None) -> Path:
+    """<root>/alpha-<alpha> (shortest decimal form: alpha-0, alpha-0.01, ...), with /seed-<seed> below when given."""
+    folder = Path(root) / f"alpha-{float(alpha):g}"
+    return folder if seed is None else folder / f"seed-{int(seed)}"
 
 
 def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | None = None,
           output_root: str | Path = DEFAULT_ROOT, analysis_params: dict[str, Any] | None = None,
-          analyze: bool = True) -> dict[str, Any]:
-    """Train notebooks/train.ipynb once per alpha into its own folder, then run notebooks/analyze.ipynb over all.
+          analyze: bool = True, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Train notebooks/train.ipynb per alpha (and per seed) into its own folder, then analyze.ipynb over all runs.
 
+    Without `seeds` each alpha is trained once with the parameters' seed into <root>/alpha-<a>; with seeds, once per
+    seed into <root>/alpha-<a>/seed-<s>, so the analysis can show the spread between seeds next to the alpha effect.
     A run folder already holding a finished run with the same parameters is reused by the training notebook itself;
     one with other parameters makes it stop with an error rather than overwrite.
     """
@@ -37,15 +40,22 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
     bad = [a for a in alphas if not 0 <= a < 1]
     if bad:
         raise ValueError(f"every alpha must be a LeakyReLU slope in [0, 1), got {bad}")
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, at least one, got {seeds}")
     params = {k: v for k, v in (params or {}).items() if k not in ("alpha", "output_dir")}
     root = Path(output_root)
+    runs = [(alpha, seed) for alpha in alphas for seed in (seeds or [None])]
     run_dirs = []
-    for alpha in alphas:
-        folder = run_folder(root, alpha)
+    for i, (alpha, seed) in enumerate(runs, 1):
+        folder = run_folder(root, alpha, seed)
+        run_params = {**params, "alpha": alpha, "output_dir": str(folder), **({} if seed is None else {"seed": seed})}
         started = time.time()
-        print(f"[sweep] training alpha {alpha:g} into {folder}", flush=True)
-        run_notebook(TRAIN_NOTEBOOK, {**params, "alpha": alpha, "output_dir": str(folder)})
-        print(f"[sweep] alpha {alpha:g} done in {time.time() - started:.0f} s", flush=True)
+        print(f"[sweep] run {i}/{len(runs)}: alpha {alpha:g}, seed {run_params.get('seed', 'default')} "
+              f"into {folder}", flush=True)
+        run_notebook(TRAIN_NOTEBOOK, run_params)
+        print(f"[sweep] run {i}/{len(runs)} done in {time.time() - started:.0f} s", flush=True)
         run_dirs.append(str(folder))
     analysis_dir = root / "analysis"
     if analyze:
@@ -56,10 +66,12 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: python -m utils.sweep [--alphas A ...] [-f PARAMS.yaml] [-p NAME VALUE ...] [--output-root DIR]."""
+    """Command line: python -m utils.sweep [--alphas A ...] [--seeds S ...] [-f PARAMS.yaml] [-p NAME VALUE ...]."""
     parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=main.__doc__)
     parser.add_argument("--alphas", nargs="+", type=float, default=list(DEFAULT_ALPHAS),
                         help=f"LeakyReLU slopes to train (default {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="train every alpha once per seed (default: once, with the parameters' seed)")
     parser.add_argument("-f", "--parameters-file", help="YAML file of training parameters (e.g. params/cpu-demo.yaml)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="one training parameter, overriding the file; repeatable (alpha and output_dir are set "
@@ -75,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     params.update({name: parse_value(value) for name, value in args.parameter})
     analysis_params = {name: parse_value(value) for name, value in args.analysis_parameter}
     try:
-        result = sweep(args.alphas, params, args.output_root, analysis_params, analyze=not args.no_analysis)
+        result = sweep(args.alphas, params, args.output_root, analysis_params, analyze=not args.no_analysis,
+                       seeds=args.seeds)
     except ValueError as error:
         parser.error(str(error))
     print(f"[sweep] runs: {' '.join(result['run_dirs'])}", flush=True)
