@@ -115,10 +115,13 @@ def test_choose_threshold(scores):
     y, p = scores
     youden = choose_threshold(y, p, "youden")
     fpr, tpr, thresholds = skm.roc_curve(y, p)
-    assert youden in thresholds
     best_j = max(tpr - fpr)
     at = binary_metrics(y, p, threshold=youden)
     assert at["accuracy_fake"] - (1 - at["accuracy_real"]) == pytest.approx(best_j)
+    assert youden not in p  # mid-gap: no validation score sits on the threshold
+    # Perfectly separated scores: the middle of the gap between the classes, not the lowest fake score.
+    separated = choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.999, 0.9995], "youden")
+    assert separated == pytest.approx((0.3 + 0.999) / 2)
     assert choose_threshold(y, p, "eer") == pytest.approx(binary_metrics(y, p)["eer_threshold"])
     with pytest.raises(ValueError, match="method"):
         choose_threshold(y, p, "best")

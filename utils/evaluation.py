@@ -111,7 +111,7 @@ def binary_metrics(y_true: Any, p_fake: Any, threshold: float = 0.5) -> dict[str
 
 
 def choose_threshold(y_true: Any, p_fake: Any, method: str = "youden") -> float:
-    """Decision threshold on P(fake) chosen on validation data: max Youden's J (TPR - FPR) or the EER point."""
+    """Decision threshold on P(fake) chosen on validation data: max Youden's J (TPR - FPR, mid-gap) or the EER point."""
     from sklearn.metrics import roc_curve
 
     y, p = _check_scores(y_true, p_fake)
@@ -121,10 +121,15 @@ def choose_threshold(y_true: Any, p_fake: Any, method: str = "youden") -> float:
         return equal_error_rate(y, p)[1]
     if method != "youden":
         raise ValueError(f"method must be 'youden' or 'eer', got {method!r}")
-    fpr, tpr, thresholds = roc_curve(y, p)
-    finite = np.isfinite(thresholds)
-    j = tpr[finite] - fpr[finite]
-    return float(thresholds[finite][int(np.argmax(j))])
+    # Every distinct score is a candidate (no dropped points), so the next threshold is the next lower score.
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    best = int(np.argmax(tpr - fpr))
+    if best + 1 == len(thresholds):
+        return float(thresholds[best])
+    # Any threshold in (next lower score, best] gives the same validation rates; its edge sits on a validation
+    # score, so the middle of the gap is chosen to leave the margin to both classes (e.g. P(fake) 0.999 vs 0.3
+    # on a perfectly separated validation set gives 0.65, not 0.999).
+    return float((thresholds[best] + thresholds[best + 1]) / 2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
