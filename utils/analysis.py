@@ -269,6 +269,9 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
              [t for g in explanation.GROUPS for t in _titles(run, groups[g], GROUP_TITLES[g])]),
             ("gradcam_mistakes", wrong, _titles(run, wrong))):
         if not idx:
+            if out is not None:
+                # A figure left by an earlier analysis in this folder would otherwise pass for this one's.
+                (out / f"{name}.png").unlink(missing_ok=True)
             continue
         images = data.load_images([split.paths[i] for i in idx], run.image_size)
         heatmaps = explanation.grad_cam(run.model, images)
