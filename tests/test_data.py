@@ -1,7 +1,6 @@
 """Tests for utils.data: layout detection, splits, bad-file scanning, Kaggle input search and the tf.data pipeline."""
 from __future__ import annotations
 
-import os
 import sys
 import types
 from pathlib import Path

@@ -1,5 +1,4 @@
 """One papermill run of notebooks/train.ipynb with tiny parameters: what it writes and what metrics.json says."""
-import json
 
 import nbformat
 import pytest

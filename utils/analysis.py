@@ -12,7 +12,7 @@ import pandas as pd
 
 from utils import data, evaluation
 from utils.data import CLASS_NAMES, Split
-from utils.notebook import write_atomic
+from utils.notebook import to_jsonable, write_json
 
 THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (evaluation.choose_threshold)
 THRESHOLD_FILE = "threshold.json"  # written into a run folder by the analysis; utils.predict reads it
@@ -193,7 +193,7 @@ def record_threshold(run: Run, threshold: float | None) -> Path | None:
     payload = {"threshold": float(threshold), "method": THRESHOLD_METHOD, "chosen_on": "val",
                "n_val": int(len(run.y["val"]))}
     try:
-        return write_atomic(run.run_dir / THRESHOLD_FILE, json.dumps(payload, indent=2) + "\n")
+        return write_json(run.run_dir / THRESHOLD_FILE, payload)
     except OSError:  # a read-only run folder (e.g. an attached Kaggle dataset): the analysis still holds the value
         return None
 
@@ -326,23 +326,6 @@ def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def to_jsonable(value: Any) -> Any:
-    """Numpy scalars/arrays, paths and NaN made JSON-ready (NaN becomes None)."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def analyze_run(run_dir: str | os.PathLike, data_dir: str | None = None, extra_data_dirs: Sequence[str] = (),
                 robustness_grid: Mapping[str, Iterable[float]] = evaluation.ROBUSTNESS_GRID,
                 robustness_images: int | None = 100, gradcam_samples: int = 4, max_images: int | None = None,
@@ -378,4 +361,4 @@ def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gra
 
 def write_analysis(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """analysis.json, atomically."""
-    return write_atomic(path, json.dumps(to_jsonable(record), indent=2) + "\n")
+    return write_json(path, record)

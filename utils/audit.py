@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image, ImageFilter, JpegImagePlugin
 
 from utils.data import CLASS_NAMES
-from utils.notebook import write_atomic
+from utils.notebook import to_jsonable, write_atomic, write_json
 
 # libjpeg's standard (IJG, Annex K) luminance table in natural row-major order, the order Pillow >= 8.3 reports.
 _IJG_LUMA = np.array([
@@ -581,20 +581,6 @@ def plot_spectra(spectra_by_class: Mapping[str, np.ndarray], path: str | os.Path
 
 # ----------------------------------------------------------------------------------------------- whole audit
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value
-
-
 def audit_splits(splits: Mapping[str, tuple[Sequence[str | os.PathLike], Sequence[int]]], max_images: int | None = None,
                  seed: int = 0, max_distance: int = 4, max_examples: int = MAX_EXAMPLES,
                  max_workers: int = 8) -> dict[str, Any]:
@@ -623,7 +609,7 @@ def audit_splits(splits: Mapping[str, tuple[Sequence[str | os.PathLike], Sequenc
                                  max_examples=max_examples, max_workers=max_workers)
     unreadable = props[props["error"].notna()] if len(props) else props
     unreadable_examples = [{"path": p, "error": e} for p, e in zip(unreadable["path"], unreadable["error"])]
-    return _jsonable({
+    return to_jsonable({
         "counts": counts, "max_images": max_images, "seed": seed,
         "audited": {name: len(paths) for name, (paths, _) in sampled.items()},
         "properties": {"by_class": by_class,
@@ -644,8 +630,8 @@ def audit_index(index: Any, max_images: int | None = None, seed: int = 0, max_di
     if not splits:
         raise ValueError(f"audit_index needs an object with train/val/test splits, got {type(index).__name__}")
     skipped = list(getattr(index, "skipped", None) or [])
-    report = {"dataset": {k: _jsonable(getattr(index, k, None)) for k in ("name", "root", "layout")},
-              "skipped": {"n": len(skipped), "examples": _jsonable(skipped[:max_examples])}}
+    report = {"dataset": {k: to_jsonable(getattr(index, k, None)) for k in ("name", "root", "layout")},
+              "skipped": {"n": len(skipped), "examples": to_jsonable(skipped[:max_examples])}}
     return report | audit_splits(splits, max_images, seed, max_distance, max_examples, max_workers)
 
 
@@ -714,6 +700,4 @@ def plot_duplicate_pairs(examples: Sequence[Mapping[str, Any]], n: int = 6, thum
 
 def write_report(path: str | os.PathLike, report: Mapping[str, Any]) -> Path:
     """The audit report as JSON, atomically."""
-    import json
-
-    return write_atomic(path, json.dumps(_jsonable(report), indent=2) + "\n")
+    return write_json(path, report)

@@ -1,14 +1,16 @@
-"""Notebook runs: execute a notebook with papermill into its output folder and render the HTML report."""
+"""Notebook runs: execute a notebook with papermill into its output folder, render the HTML report, write records."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,30 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def to_jsonable(value: Any) -> Any:
+    """Numpy scalars/arrays, paths and missing values made JSON-ready (NaN, inf and pd.NA become None)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # json.dumps would write NaN/Infinity, which strict JSON readers reject
+    if type(value).__name__ == "NAType":  # pandas' missing value, without importing pandas here
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Write a JSON record atomically, made JSON-ready by to_jsonable (other objects as their str)."""
+    return write_atomic(path, json.dumps(to_jsonable(record), indent=2, default=str) + "\n")
 
 
 def render_html(ipynb: str | os.PathLike, html: str | os.PathLike | None = None) -> Path:

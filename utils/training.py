@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from utils.notebook import write_atomic
+from utils.notebook import write_json  # noqa: F401 (train.ipynb writes metrics.json with training.write_json)
 
 # The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
 PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
@@ -286,11 +286,6 @@ def environment() -> dict[str, str]:
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "accelerator": describe_devices(),
             "precision": keras.mixed_precision.global_policy().name, "platform": platform.platform()}
-
-
-def write_json(path: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write a JSON record atomically (numpy scalars converted)."""
-    return write_atomic(path, json.dumps(record, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evaluations: dict[str, dict],

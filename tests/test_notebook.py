@@ -1,0 +1,44 @@
+"""utils.notebook's record writers: JSON-ready conversion and atomic writes (the papermill runs have their own tests)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils.notebook import parse_value, to_jsonable, write_atomic, write_json
+
+
+def test_to_jsonable_converts_numpy_paths_and_missing_values():
+    record = {"a": np.float32(0.5), "b": np.int64(3), "c": np.array([[1, 2]]), "d": Path("x/y"), 4: (np.nan, 1.0),
+              "e": float("inf"), "f": pd.NA, "g": [np.bool_(True)], "h": "text"}
+    assert to_jsonable(record) == {"a": 0.5, "b": 3, "c": [[1, 2]], "d": "x/y", "4": [None, 1.0], "e": None,
+                                   "f": None, "g": [True], "h": "text"}
+
+
+def test_write_json_is_strict_json(tmp_path):
+    path = write_json(tmp_path / "sub" / "r.json", {"auc": np.float64("nan"), "n": np.int32(2)})
+    text = path.read_text()
+    assert "NaN" not in text and text.endswith("\n")
+    assert json.loads(text) == {"auc": None, "n": 2}
+
+
+def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = write_atomic(tmp_path / "metrics.json", "old")
+
+    class Boom:  # json.dumps falls back to str() for it, which fails: the record cannot be serialised
+        def __str__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_json(path, {"x": Boom()})
+    with pytest.raises(TypeError):
+        write_atomic(path, 3)  # not str or bytes: fails inside the temporary file's write
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("text, value", [("0.2", 0.2), ("None", None), ("[1, 2]", [1, 2]), ("true", True),
+                                         ("results/x", "results/x")])
+def test_parse_value_reads_command_line_values(text, value):
+    assert parse_value(text) == value
