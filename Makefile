@@ -29,7 +29,8 @@ analyze: setup
 	$(PY) -m utils.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml
 
 sweep: setup
-	$(PY) -m utils.sweep -f params/cpu-demo.yaml --seeds 42 43 44 --output-root results/sweep
+	$(PY) -m utils.sweep -f params/cpu-demo.yaml --seeds 42 43 44 --output-root results/sweep \
+		-a extra_data_dirs '["synthetic:nearest", "synthetic:bilinear"]'
 
 bench: setup
 	$(PY) -m benchmarks.bench

@@ -65,6 +65,7 @@ def test_analysis_json_robustness_gradcam_extra_alpha(analyzed):
     assert extra_run["metrics"]["n"] == 8 and "roc_auc" in extra_run["metrics"] and 0 <= extra_run["ece"] <= 1
     (row,) = record["alpha_table"]
     assert row["alpha"] == 0.2 and row["baseline"] is False and "roc_auc_jpeg_quality_worst" in row
+    assert row[f"roc_auc_{extra}"] == extra_run["metrics"]["roc_auc"]  # cross-dataset AUC compared across alphas
     assert record["params"]["robustness"] == TINY_GRID
 
 

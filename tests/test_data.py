@@ -1,15 +1,12 @@
 """Tests for utils.data: layout detection, splits, bad-file scanning, Kaggle input search and the tf.data pipeline."""
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import utils
 from utils import data, kaggle
 from utils.data import DataError
 
@@ -298,12 +295,9 @@ def test_find_kaggle_dataset_prefers_140k_and_handles_absence(tmp_path):
 
 @pytest.fixture
 def fake_synthetic(monkeypatch, tmp_path):
-    """Replace utils.synthetic (written elsewhere, slow to generate) by a stub returning a marker folder."""
+    """Replace the embedded default's generation (slow) by a marker folder."""
     target = tmp_path / "synthetic-faces"
-    stub = types.ModuleType("utils.synthetic")
-    stub.default_dataset_dir = lambda: target
-    monkeypatch.setitem(sys.modules, "utils.synthetic", stub)
-    monkeypatch.setattr(utils, "synthetic", stub, raising=False)
+    monkeypatch.setattr(data.synthetic, "default_dataset_dir", lambda **kwargs: target)
     return target
 
 

@@ -1,6 +1,7 @@
 """The embedded default dataset: deterministic, 140k layout, classes differ by a generator fingerprint only."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,51 @@ def test_default_dataset_is_generated_once_and_regenerated_when_incomplete(tmp_p
 def test_bad_size_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="image_size"):
         synthetic.generate_dataset(tmp_path, image_size=15)
+
+
+# ------------------------------------------------------------------ other generators (cross-generator tests)
+
+def test_other_generators_change_only_the_fake_upsampler():
+    real = synthetic.make_image(7, fake=False, image_size=SIZE)
+    fakes = {name: synthetic.make_image(7, fake=True, image_size=SIZE, upsampler=name) for name in synthetic.UPSAMPLERS}
+    for name in synthetic.UPSAMPLERS:
+        assert np.array_equal(real, synthetic.make_image(7, fake=False, image_size=SIZE, upsampler=name))
+    assert not np.array_equal(fakes["transposed"], fakes["nearest"])
+    assert not np.array_equal(fakes["transposed"], fakes["bilinear"])
+    with pytest.raises(ValueError, match="upsampler must be one of"):
+        synthetic.make_image(7, fake=True, upsampler="pixelshuffle")
+
+
+@pytest.mark.parametrize("name", ["nearest", "bilinear"])
+def test_other_generators_leave_no_period_2_pattern(name):
+    """Unlike the transposed upsampler, neither alternates pixel intensity with period 2 (no checkerboard peak)."""
+    def nyquist_energy(image):
+        grey = image.astype(np.float64).mean(axis=-1)
+        grey = grey - grey.mean()
+        spectrum = np.abs(np.fft.fft2(grey))
+        return spectrum[SIZE // 2, 0] + spectrum[0, SIZE // 2]  # the period-2 patterns along each axis
+
+    def mean_energy(upsampler):
+        return np.mean([nyquist_energy(synthetic.make_image(i, True, SIZE, upsampler=upsampler)) for i in range(20)])
+
+    assert mean_energy(name) * 3 < mean_energy("transposed")
+
+
+def test_generated_datasets_are_named_by_their_generator(tmp_path, monkeypatch):
+    from utils.data import DataError, resolve_data_dir
+
+    monkeypatch.setattr(synthetic, "DEFAULT_COUNTS", {"train": 3, "valid": 1, "test": 2})
+    monkeypatch.setattr(synthetic, "DEFAULT_ROOT", tmp_path)
+    default = resolve_data_dir(None)
+    nearest = resolve_data_dir("synthetic:nearest")
+    assert nearest != default and resolve_data_dir("synthetic:transposed") == default
+    assert index_dataset("synthetic:nearest").name == "synthetic-faces-nearest"
+
+    def real_images(root):
+        return {path.read_bytes() for path in Path(root).rglob("real/*.jpg")}
+
+    # New scenes, so a model trained on the default has seen none of this dataset's real images either.
+    assert real_images(default) and real_images(nearest) and not real_images(default) & real_images(nearest)
+    assert index_dataset(None).name == "synthetic-faces"
+    with pytest.raises(DataError, match="synthetic:bilinear"):
+        resolve_data_dir("synthetic:pixelshuffle")

@@ -17,11 +17,13 @@ def test_good_parameters_pass_and_ints_become_floats():
     params = training.validate_params({**GOOD, "val_split": 0.25, "alpha": 0, "unrelated": object()})
     assert params["alpha"] == 0.0 and isinstance(params["alpha"], float)
     assert "unrelated" not in params
+    assert training.validate_params({**GOOD, "data_dir": "synthetic:bilinear"})["data_dir"] == "synthetic:bilinear"
 
 
 @pytest.mark.parametrize("name, value, expected", [
     ("alpha", 1.5, "[0, 1)"), ("alpha", "0.2", "[0, 1)"), ("epochs", 0, ">= 1"), ("epochs", 2.5, ">= 1"),
     ("val_split", 1.0, "(0, 1)"), ("image_size", 16, ">= 32"), ("data_dir", "/no/such/folder", "existing folder"),
+    ("data_dir", "synthetic:pixelshuffle", "synthetic:nearest"),
     ("flip", "diagonal", "horizontal"), ("weights", "missing.h5", "imagenet"), ("max_images", 1, ">= 2"),
     ("batch_size", True, ">= 1"), ("bn_momentum", 1.0, "(0, 1)"),
 ])

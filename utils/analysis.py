@@ -315,7 +315,7 @@ def extra_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ several runs
 
 def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat numbers of one run for evaluation.alpha_table: held-out metrics, ECE, worst-case robustness AUCs."""
+    """Flat numbers of one run for evaluation.alpha_table: held-out metrics, ECE, worst robustness and extra-data AUCs."""
     held = result["held_out"]
     row = {"run": name, "alpha": result["alpha"], "seed": result["params"]["seed"],
            **{k: held["metrics"][k] for k in SUMMARY_METRICS},
@@ -323,6 +323,8 @@ def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     for entry in result.get("robustness", []):
         # The most degraded setting of each transform: the grid lists severities from clean to worst.
         row[f"roc_auc_{entry['transform']}_worst"] = entry["roc_auc"]
+    for name, entry in result.get("extra", {}).items():
+        row[f"roc_auc_{name}"] = entry["metrics"]["roc_auc"]
     return row
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from utils import kaggle
+from utils import kaggle, synthetic
 
 if TYPE_CHECKING:  # tensorflow is imported lazily: indexing a dataset must not pay for it
     import tensorflow as tf
@@ -266,7 +266,12 @@ def find_kaggle_dataset(input_root: str | None = None) -> str | None:
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
-    """The dataset folder to use: an explicit (existing) folder, else an attached Kaggle dataset, else the embedded one."""
+    """The dataset folder: a generated "synthetic:<upsampler>", an existing folder, an attached Kaggle one, or the default."""
+    if str(data_dir).startswith("synthetic:"):
+        if data_dir not in synthetic.GENERATOR_NAMES:
+            raise DataError(f"data_dir {data_dir!r} names no generator; the generated datasets are "
+                            f"{', '.join(synthetic.GENERATOR_NAMES)}")
+        return str(synthetic.default_dataset_dir(upsampler=str(data_dir).split(":", 1)[1]))
     if data_dir not in (None, ""):
         path = os.path.abspath(os.path.expanduser(str(data_dir)))
         if not os.path.isdir(path):
@@ -278,8 +283,6 @@ def resolve_data_dir(data_dir: str | None) -> str:
     if kaggle.on_kaggle():
         raise DataError(f"no dataset attached under {kaggle.KAGGLE_INPUT}: add xhlulu/140k-real-and-fake-faces to the "
                         "notebook's inputs (kernel-metadata.json dataset_sources)")
-    from utils import synthetic
-
     return str(synthetic.default_dataset_dir())
 
 

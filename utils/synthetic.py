@@ -5,6 +5,9 @@ distribution, then go through the same JPEG encoder at the same quality. The onl
 image reaches full resolution: rendered at half size and enlarged by a transposed-convolution-like upsampler
 whose uneven kernel overlap leaves a periodic (checkerboard) pattern and a high-frequency fall-off, the
 fingerprints documented for GAN images by Frank et al. (2020) and Durall et al. (2020).
+
+Other generators for cross-generator tests differ only in that upsampler (`upsampler="nearest"` or "bilinear"); the
+data loader names them `synthetic:<upsampler>` (e.g. in the analysis notebook's `extra_data_dirs`).
 """
 from __future__ import annotations
 
@@ -88,14 +91,45 @@ def _transposed_upsample(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def make_image(index: int, fake: bool, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0) -> np.ndarray:
-    """One uint8 RGB image, deterministic from (seed, index, class)."""
+def _nearest_upsample(img: np.ndarray) -> np.ndarray:
+    """2x upsampling by pixel replication (2x2 blocks), the nearest-neighbour resize some generators use."""
+    return img.repeat(2, axis=0).repeat(2, axis=1)
+
+
+def _bilinear_upsample(img: np.ndarray) -> np.ndarray:
+    """2x bilinear upsampling (taps 1/4, 3/4 at half-pixel centres): smooth, no period-2 pattern, a weaker spectral fall-off."""
+    for axis in (0, 1):
+        img = np.moveaxis(img, axis, 0)
+        before, after = np.concatenate([img[:1], img[:-1]]), np.concatenate([img[1:], img[-1:]])
+        out = np.empty((img.shape[0] * 2,) + img.shape[1:], dtype=np.float64)
+        out[0::2] = 0.25 * before + 0.75 * img
+        out[1::2] = 0.75 * img + 0.25 * after
+        img = np.moveaxis(out, 0, axis)
+    return img
+
+
+# The fake class's generator fingerprint; "transposed" makes the embedded default, the others unseen generators.
+UPSAMPLERS = {"transposed": _transposed_upsample, "nearest": _nearest_upsample, "bilinear": _bilinear_upsample}
+DEFAULT_UPSAMPLER = "transposed"
+# How a data_dir names a generated dataset (utils.data.resolve_data_dir): "synthetic:<upsampler>".
+GENERATOR_NAMES = tuple(f"synthetic:{name}" for name in UPSAMPLERS)
+
+
+def _check_upsampler(upsampler: str) -> None:
+    if upsampler not in UPSAMPLERS:
+        raise ValueError(f"upsampler must be one of {sorted(UPSAMPLERS)}, got {upsampler!r}")
+
+
+def make_image(index: int, fake: bool, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
+               upsampler: str = DEFAULT_UPSAMPLER) -> np.ndarray:
+    """One uint8 RGB image, deterministic from (seed, index, class); a fake is enlarged 2x by `upsampler`."""
+    _check_upsampler(upsampler)
     rng = np.random.default_rng([seed, index, int(fake)])
     params = _scene_params(rng)
     if fake:
         low = _render_scene(params, image_size // 2, rng)
         low = low + rng.normal(0, SENSOR_NOISE / 255, low.shape)
-        img = _transposed_upsample(low)
+        img = UPSAMPLERS[upsampler](low)
     else:
         img = _render_scene(params, image_size, rng)
         img = img + rng.normal(0, SENSOR_NOISE / 255, img.shape)
@@ -114,10 +148,11 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 
 def generate_dataset(root: str | os.PathLike, counts: dict[str, int] | None = None,
-                     image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0) -> Path:
+                     image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0, upsampler: str = DEFAULT_UPSAMPLER) -> Path:
     """Write the dataset in the Kaggle 140k layout (folders plus train/valid/test CSVs with label 1 = real)."""
     root = Path(root)
     counts = counts or DEFAULT_COUNTS
+    _check_upsampler(upsampler)
     if image_size < 8 or image_size % 2:
         raise ValueError(f"synthetic image_size must be an even number >= 8, got {image_size}")
     jobs = []
@@ -131,7 +166,7 @@ def generate_dataset(root: str | os.PathLike, counts: dict[str, int] | None = No
 
     def write(job):
         _, label_str, index, path = job
-        path.write_bytes(encode_jpeg(make_image(index, label_str == "fake", image_size, seed)))
+        path.write_bytes(encode_jpeg(make_image(index, label_str == "fake", image_size, seed, upsampler)))
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         list(pool.map(write, jobs))
@@ -145,12 +180,25 @@ def generate_dataset(root: str | os.PathLike, counts: dict[str, int] | None = No
     return root
 
 
+def dataset_name(upsampler: str = DEFAULT_UPSAMPLER) -> str:
+    """synthetic-faces for the embedded default, synthetic-faces-<upsampler> for another generator."""
+    _check_upsampler(upsampler)
+    return DATASET_NAME if upsampler == DEFAULT_UPSAMPLER else f"{DATASET_NAME}-{upsampler}"
+
+
 def default_dataset_dir(root: str | os.PathLike | None = None, image_size: int = DEFAULT_IMAGE_SIZE,
-                        seed: int = 0) -> Path:
-    """The embedded default dataset, generated on first use and reused while its recipe is unchanged."""
+                        seed: int | None = None, upsampler: str = DEFAULT_UPSAMPLER) -> Path:
+    """The embedded default dataset (or another generator's), generated on first use, reused while its recipe holds."""
     root = Path(root or DEFAULT_ROOT)
+    if seed is None:
+        # Each generator its own scenes: with the default's seed, another generator's real images would be the very
+        # images a model trained on the default has seen, and a cross-generator test would score them as unseen.
+        seed = list(UPSAMPLERS).index(upsampler) if upsampler in UPSAMPLERS else 0
     recipe = {"version": 1, "counts": DEFAULT_COUNTS, "image_size": image_size, "seed": seed,
               "jpeg_quality": JPEG_QUALITY, "taps": UPSAMPLE_TAPS, "noise": SENSOR_NOISE}
+    if upsampler != DEFAULT_UPSAMPLER:
+        # Only other generators add the key, so the default's folder (recorded by earlier runs) keeps its name.
+        recipe["upsampler"] = upsampler
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     target = root / key
     manifest = target / "manifest.json"
@@ -158,6 +206,6 @@ def default_dataset_dir(root: str | os.PathLike | None = None, image_size: int =
         return target
     # A half-written folder from an interrupted run is replaced; the manifest is written last.
     shutil.rmtree(target, ignore_errors=True)
-    generate_dataset(target, DEFAULT_COUNTS, image_size, seed)
-    write_atomic(manifest, json.dumps({"name": DATASET_NAME, **recipe}, indent=2))
+    generate_dataset(target, DEFAULT_COUNTS, image_size, seed, upsampler)
+    write_atomic(manifest, json.dumps({"name": dataset_name(upsampler), **recipe}, indent=2))
     return target

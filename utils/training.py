@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from utils import synthetic
 from utils.notebook import write_json  # noqa: F401 (train.ipynb writes metrics.json with training.write_json)
 
 # The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
@@ -25,7 +26,8 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "val_split": ((float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
     "learning_rate": ((int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "data_dir": ((str, type(None)), lambda v: v is None or os.path.isdir(v), "None or an existing folder"),
+    "data_dir": ((str, type(None)), lambda v: v is None or os.path.isdir(v) or v in synthetic.GENERATOR_NAMES,
+                 f"None, an existing folder or one of {', '.join(synthetic.GENERATOR_NAMES)}"),
     "max_images": ((int, type(None)), lambda v: v is None or v >= 2, "None or an integer >= 2 (per class)"),
     "flip": ((str, type(None)), lambda v: v in (None, "", "horizontal", "vertical", "horizontal_and_vertical"),
              "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'"),
