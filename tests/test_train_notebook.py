@@ -31,6 +31,7 @@ def test_metrics_json_content(tiny_metrics, tiny_dataset):
     assert sum(map(sum, m["test"]["confusion_matrix"])) == 12
     assert m["dataset"]["skipped"] == []
     assert m["images_per_second"] > 0 and m["wall_time_seconds"] > 0
+    assert 0 < m["training_seconds"] < m["wall_time_seconds"]  # a fresh run: training is part of this execution
     env = m["environment"]
     assert env["tensorflow"] and env["keras"].startswith("3.") and env["python"] and env["accelerator"].startswith("CPU")
 

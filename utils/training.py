@@ -298,7 +298,9 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
         **summarize_history(history),
         **evaluations,
         "images_per_second": float(speed.iloc[1:].median() if len(speed) > 1 else speed.median()) if len(speed) else None,
-        "wall_time_seconds": round(wall_time, 1),
+        # Sum of the epochs' times: the training cost even when this execution resumed or reused the run.
+        "training_seconds": round(float(history["epoch_seconds"].sum()), 1) if "epoch_seconds" in history else None,
+        "wall_time_seconds": round(wall_time, 1),  # this execution only (a reused run: loading and evaluation)
         "dataset": {"name": index.name, "root": index.root, "layout": index.layout, "counts": index.counts(),
                     "skipped": index.skipped, "cached_in_memory": cache},
         "params": params,
