@@ -122,6 +122,9 @@ def test_choose_threshold(scores):
     # Perfectly separated scores: the middle of the gap between the classes, not the lowest fake score.
     separated = choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.999, 0.9995], "youden")
     assert separated == pytest.approx((0.3 + 0.999) / 2)
+    # A model no better than inverted: still a finite threshold within the scores (J = 0 there), never inf.
+    inverted = choose_threshold([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1], "youden")
+    assert 0.1 <= inverted <= 0.9
     assert choose_threshold(y, p, "eer") == pytest.approx(binary_metrics(y, p)["eer_threshold"])
     with pytest.raises(ValueError, match="method"):
         choose_threshold(y, p, "best")

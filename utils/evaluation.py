@@ -123,6 +123,9 @@ def choose_threshold(y_true: Any, p_fake: Any, method: str = "youden") -> float:
         raise ValueError(f"method must be 'youden' or 'eer', got {method!r}")
     # Every distinct score is a candidate (no dropped points), so the next threshold is the next lower score.
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    # The first point (threshold inf: nothing called fake, J = 0) is no usable threshold, even when no score beats it.
+    finite = np.isfinite(thresholds)
+    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     best = int(np.argmax(tpr - fpr))
     if best + 1 == len(thresholds):
         return float(thresholds[best])
