@@ -81,7 +81,7 @@ def test_analysis_figures_report_and_threshold_file(analyzed, tiny_run):
 
 
 def test_cap_split_keeps_per_class_cap_and_order():
-    from utils.analysis import cap_split
+    from utils.data import cap_split
     from utils.data import Split
 
     split = Split([f"{i:02d}.jpg" for i in range(10)], [0] * 7 + [1] * 3)

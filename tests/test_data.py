@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from utils import data, kaggle
-from utils.data import DataError
+from utils.data import DataError, DatasetIndex, Split
 
 
 def _write_image(path: Path, seed: int, size: int = 16, mode: str = "RGB", fmt: str | None = None) -> Path:
@@ -55,6 +55,13 @@ def _assert_labels_match_folders(split: data.Split) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- layouts
+
+
+def test_pooled_joins_every_split_in_order():
+    index = DatasetIndex("d", "/r", "x", train=Split(["a", "b"], [0, 1]), val=Split(["c"], [1]), test=None)
+    assert (index.pooled().paths, index.pooled().labels) == (["a", "b", "c"], [0, 1, 1])
+    index.test = Split(["t"], [0])
+    assert index.pooled().paths == ["a", "b", "c", "t"] and index.pooled().counts() == {"real": 2, "fake": 2}
 
 
 @pytest.mark.parametrize("entry", ["", "real_vs_fake", "real_vs_fake/real-vs-fake"])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from utils import data, evaluation
-from utils.data import CLASS_NAMES, Split
+from utils.data import CLASS_NAMES, Split, cap_split
 from utils.notebook import to_jsonable, write_json
 
 THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (evaluation.choose_threshold)
@@ -97,27 +97,10 @@ def data_check(record: Mapping[str, Any], index: data.DatasetIndex) -> str | Non
     return None
 
 
-def cap_split(split: Split, max_images: int | None, seed: int = 0) -> Split:
-    """At most max_images per class of a split (seeded, order kept); the split itself when None."""
-    if max_images is None:
-        return split
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(split.labels)
-    keep = []
-    for index in range(len(CLASS_NAMES)):
-        members = np.flatnonzero(labels == index)
-        if len(members) > max_images:
-            members = rng.choice(members, size=int(max_images), replace=False)
-        keep.extend(members.tolist())
-    keep.sort()
-    return Split([split.paths[i] for i in keep], [int(split.labels[i]) for i in keep])
-
-
 def dataset_split(data_dir: str, max_images: int | None = None, seed: int = 0) -> tuple[Split, dict]:
     """Every image of a dataset (all splits, at most max_images per class) as one test Split, and its description."""
     index = data.index_dataset(data_dir, seed=seed)
-    parts = [index.train, index.val] + ([index.test] if index.test is not None else [])
-    pooled = Split([p for s in parts for p in s.paths], [label for s in parts for label in s.labels])
+    pooled = index.pooled()
     order = sorted(range(len(pooled)), key=pooled.paths.__getitem__)
     pooled = Split([pooled.paths[i] for i in order], [pooled.labels[i] for i in order])
     split = cap_split(pooled, max_images, seed)
@@ -323,8 +306,8 @@ def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     for entry in result.get("robustness", []):
         # The most degraded setting of each transform: the grid lists severities from clean to worst.
         row[f"roc_auc_{entry['transform']}_worst"] = entry["roc_auc"]
-    for name, entry in result.get("extra", {}).items():
-        row[f"roc_auc_{name}"] = entry["metrics"]["roc_auc"]
+    for dataset, entry in result.get("extra", {}).items():
+        row[f"roc_auc_{dataset}"] = entry["metrics"]["roc_auc"]
     return row
 
 
@@ -359,8 +342,3 @@ def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gra
         "robustness": robustness_table.to_dict("records") if robustness_table is not None else [],
         "gradcam": gradcam, "extra": extra,
     })
-
-
-def write_analysis(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
-    """analysis.json, atomically."""
-    return write_json(path, record)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter, JpegImagePlugin
 
-from utils.data import CLASS_NAMES
-from utils.notebook import to_jsonable, write_atomic, write_json
+from utils.data import CLASS_NAMES, DatasetIndex, cap_split
+from utils.notebook import to_jsonable, write_atomic
 
 # libjpeg's standard (IJG, Annex K) luminance table in natural row-major order, the order Pillow >= 8.3 reports.
 _IJG_LUMA = np.array([
@@ -637,19 +637,13 @@ def audit_index(index: Any, max_images: int | None = None, seed: int = 0, max_di
 
 # ----------------------------------------------------------------------------------------------- notebook views
 
-def paths_by_class(index: Any, max_images: int | None = None, seed: int = 0) -> dict[str, list[str]]:
+def paths_by_class(index: DatasetIndex, max_images: int | None = None, seed: int = 0) -> dict[str, list[str]]:
     """Image paths per class name over all splits of an index, at most max_images per class (seeded random)."""
-    rng = np.random.default_rng(seed)
-    pooled: dict[str, list[str]] = {name: [] for name in CLASS_NAMES}
-    for split_name in ("train", "val", "test"):
-        split = getattr(index, split_name, None)
-        if split is not None:
-            for path, label in zip(split.paths, split.labels):
-                pooled[CLASS_NAMES[int(label)]].append(os.fspath(path))
-    for name, paths in pooled.items():
-        if max_images is not None and len(paths) > max_images:
-            pooled[name] = [paths[k] for k in np.sort(rng.choice(len(paths), size=max_images, replace=False))]
-    return pooled
+    split = cap_split(index.pooled(), max_images, seed)
+    by_class: dict[str, list[str]] = {name: [] for name in CLASS_NAMES}
+    for path, label in zip(split.paths, split.labels):
+        by_class[CLASS_NAMES[int(label)]].append(os.fspath(path))
+    return by_class
 
 
 def class_table(report: Mapping[str, Any]) -> pd.DataFrame:
@@ -696,8 +690,3 @@ def plot_duplicate_pairs(examples: Sequence[Mapping[str, Any]], n: int = 6, thum
                          + (f"\nHamming {example['distance']}" if row == 1 else ""), fontsize=7)
     _save(figure, path)
     return figure
-
-
-def write_report(path: str | os.PathLike, report: Mapping[str, Any]) -> Path:
-    """The audit report as JSON, atomically."""
-    return write_json(path, report)

@@ -57,6 +57,22 @@ class Split:
         return {name: sum(1 for label in self.labels if label == index) for index, name in enumerate(CLASS_NAMES)}
 
 
+def cap_split(split: Split, max_images: int | None, seed: int = 0) -> Split:
+    """At most max_images per class of a split (seeded, order kept); the split itself when None."""
+    if max_images is None:
+        return split
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(split.labels)
+    keep = []
+    for index in range(len(CLASS_NAMES)):
+        members = np.flatnonzero(labels == index)
+        if len(members) > max_images:
+            members = rng.choice(members, size=int(max_images), replace=False)
+        keep.extend(members.tolist())
+    keep.sort()
+    return Split([split.paths[i] for i in keep], [int(split.labels[i]) for i in keep])
+
+
 @dataclass
 class DatasetIndex:
     """An indexed dataset: where it was found, its layout, its splits and the bad files left out."""
@@ -75,6 +91,11 @@ class DatasetIndex:
         if self.test is not None:
             counts["test"] = self.test.counts()
         return counts
+
+    def pooled(self) -> Split:
+        """Every image of every split (train, val, then test) as one Split."""
+        parts = [self.train, self.val] + ([self.test] if self.test is not None else [])
+        return Split([p for s in parts for p in s.paths], [label for s in parts for label in s.labels])
 
 
 @dataclass
@@ -267,11 +288,11 @@ def find_kaggle_dataset(input_root: str | None = None) -> str | None:
 
 def resolve_data_dir(data_dir: str | None) -> str:
     """The dataset folder: a generated "synthetic:<upsampler>", an existing folder, an attached Kaggle one, or the default."""
-    if str(data_dir).startswith("synthetic:"):
+    if str(data_dir).startswith(synthetic.GENERATOR_PREFIX):
         if data_dir not in synthetic.GENERATOR_NAMES:
             raise DataError(f"data_dir {data_dir!r} names no generator; the generated datasets are "
                             f"{', '.join(synthetic.GENERATOR_NAMES)}")
-        return str(synthetic.default_dataset_dir(upsampler=str(data_dir).split(":", 1)[1]))
+        return str(synthetic.default_dataset_dir(upsampler=data_dir.removeprefix(synthetic.GENERATOR_PREFIX)))
     if data_dir not in (None, ""):
         path = os.path.abspath(os.path.expanduser(str(data_dir)))
         if not os.path.isdir(path):

@@ -112,7 +112,8 @@ def _bilinear_upsample(img: np.ndarray) -> np.ndarray:
 UPSAMPLERS = {"transposed": _transposed_upsample, "nearest": _nearest_upsample, "bilinear": _bilinear_upsample}
 DEFAULT_UPSAMPLER = "transposed"
 # How a data_dir names a generated dataset (utils.data.resolve_data_dir): "synthetic:<upsampler>".
-GENERATOR_NAMES = tuple(f"synthetic:{name}" for name in UPSAMPLERS)
+GENERATOR_PREFIX = "synthetic:"
+GENERATOR_NAMES = tuple(GENERATOR_PREFIX + name for name in UPSAMPLERS)
 
 
 def _check_upsampler(upsampler: str) -> None:
@@ -189,11 +190,12 @@ def dataset_name(upsampler: str = DEFAULT_UPSAMPLER) -> str:
 def default_dataset_dir(root: str | os.PathLike | None = None, image_size: int = DEFAULT_IMAGE_SIZE,
                         seed: int | None = None, upsampler: str = DEFAULT_UPSAMPLER) -> Path:
     """The embedded default dataset (or another generator's), generated on first use, reused while its recipe holds."""
+    _check_upsampler(upsampler)
     root = Path(root or DEFAULT_ROOT)
     if seed is None:
         # Each generator its own scenes: with the default's seed, another generator's real images would be the very
         # images a model trained on the default has seen, and a cross-generator test would score them as unseen.
-        seed = list(UPSAMPLERS).index(upsampler) if upsampler in UPSAMPLERS else 0
+        seed = list(UPSAMPLERS).index(upsampler)
     recipe = {"version": 1, "counts": DEFAULT_COUNTS, "image_size": image_size, "seed": seed,
               "jpeg_quality": JPEG_QUALITY, "taps": UPSAMPLE_TAPS, "noise": SENSOR_NOISE}
     if upsampler != DEFAULT_UPSAMPLER:
