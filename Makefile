@@ -17,19 +17,19 @@ setup: $(VENV)/.installed
 # The main job: the training notebook on the embedded synthetic default, rendered to results/demo/train.html.
 # A finished run in results/demo is reused (only re-evaluated); delete the folder to train again.
 demo: setup
-	$(PY) -m utils.notebook notebooks/train.ipynb -f params/cpu-demo.yaml
+	$(PY) -m tools.notebook notebooks/train.ipynb -f params/cpu-demo.yaml
 
 test: setup
 	$(PY) -m pytest
 
 explore: setup
-	$(PY) -m utils.notebook notebooks/explore.ipynb -f params/explore-demo.yaml
+	$(PY) -m tools.notebook notebooks/explore.ipynb -f params/explore-demo.yaml
 
 analyze: setup
-	$(PY) -m utils.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml
+	$(PY) -m tools.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml
 
 sweep: setup
-	$(PY) -m utils.sweep -f params/cpu-demo.yaml --seeds 42 43 44 --output-root results/sweep \
+	$(PY) -m tools.sweep -f params/cpu-demo.yaml --seeds 42 43 44 --output-root results/sweep \
 		-a extra_data_dirs '["synthetic:nearest", "synthetic:bilinear"]'
 
 bench: setup

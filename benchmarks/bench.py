@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `python benchmarks/bench.py`: make the reposito
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from utils.notebook import REPO_ROOT, write_atomic  # noqa: E402
+from utils.runtime import REPO_ROOT, write_atomic  # noqa: E402
 
 SOURCE_SIZE = 256  # the 140k dataset's faces are 256 x 256 JPEGs
 SOURCE_QUALITY = 75

@@ -29,7 +29,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
     """Output folder of one papermill run of notebooks/train.ipynb on the tiny dataset."""
-    from utils.notebook import run_notebook
+    from tools.notebook import run_notebook
 
     out = tmp_path_factory.mktemp("tiny-run")
     run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",

@@ -22,7 +22,7 @@ def _plain_dataset(root, n=4, seed=9):
 
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory, tiny_run):
-    from utils.notebook import run_notebook
+    from tools.notebook import run_notebook
 
     extra = _plain_dataset(tmp_path_factory.mktemp("extra-data"))
     out = tmp_path_factory.mktemp("analysis")

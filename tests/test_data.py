@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import data, kaggle
+from utils import data
 from utils.data import DataError, DatasetIndex, Split
 
 
@@ -310,7 +310,7 @@ def fake_synthetic(monkeypatch, tmp_path):
 
 def test_resolve_data_dir_order(monkeypatch, tmp_path, fake_synthetic):
     input_root = tmp_path / "input"
-    monkeypatch.setattr(kaggle, "KAGGLE_INPUT", input_root)
+    monkeypatch.setenv("KAGGLE_INPUT_ROOT", str(input_root))
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     explicit = _tree(tmp_path / "mine", {"real": 1})
     assert data.resolve_data_dir(str(explicit)) == str(explicit)

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT, TINY_SIZE
 def explored(tmp_path_factory):
     """A real/ + ai/ folder (real at JPEG quality 95, fake at 70; one real image copied twice) and its explore run."""
     from utils import synthetic
-    from utils.notebook import run_notebook
+    from tools.notebook import run_notebook
 
     root = tmp_path_factory.mktemp("plain-dataset")
     for folder, fake, quality in (("real", False, 95), ("ai", True, 70)):

@@ -1,4 +1,4 @@
-"""utils.kaggle: the build (metadata, parameters, embedded utils, no secrets) and the real CLI against a stand-in.
+"""tools.kaggle: the build (metadata, parameters, embedded utils, no secrets) and the real CLI against a stand-in.
 
 No internet and no Kaggle account: the CLI's endpoint table (kagglesdk.kaggle_env) is pointed at a small HTTP server
 on 127.0.0.1 that records what the CLI sends and answers SaveKernel, GetKernelSessionStatus and
@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils import kaggle as kg
+from tools import kaggle as kg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "k3y-" + "9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # a fake legacy key: must never leave the process
@@ -38,7 +38,7 @@ def make_notebook(path: Path, with_parameters: bool = True) -> Path:
     params = nbformat.v4.new_code_cell("alpha = 0.2\noutput_dir = 'results/run'")
     if with_parameters:
         params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import utils.kaggle\nprint('alpha', alpha)")]
+    nb.cells = [params, nbformat.v4.new_code_cell("import utils.runtime\nprint('alpha', alpha)")]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
@@ -125,11 +125,12 @@ def test_build_folder(creds, tmp_path):
     code = re.sub(r'b64decode\("""(.*?)"""\)', "", utils_cell, flags=re.S)
     assert "pip install" not in code and not re.search(r"^\s*[!%]", code, re.M)  # Kaggle's TF/Keras as they are
     files = payload_files(utils_cell)
-    assert {"utils/__init__.py", "utils/kaggle.py", "utils/notebook.py"} <= set(files)
-    assert files["utils/kaggle.py"] == (REPO_ROOT / "utils" / "kaggle.py").read_text()
+    assert {"utils/__init__.py", "utils/runtime.py", "utils/model.py"} <= set(files)
+    assert not any(name.startswith("tools/") for name in files)  # the laptop commands stay on the laptop
+    assert files["utils/runtime.py"] == (REPO_ROOT / "utils" / "runtime.py").read_text()
 
     # Run the generated cell in a fresh interpreter away from the repository: `utils` must come from the payload.
-    script = utils_cell + "\nimport utils.kaggle\nprint(json.dumps({'file': utils.kaggle.__file__, " \
+    script = utils_cell + "\nimport utils.runtime\nprint(json.dumps({'file': utils.runtime.__file__, " \
                           "'build': KAGGLE_BUILD, 'commit': os.environ['UTILS_GIT_COMMIT']}))\n"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAGGLE_KERNEL_RUN_TYPE")}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -408,12 +409,12 @@ def test_sweep_pushes_one_kernel_per_alpha(stand_in, tmp_path, capsys):
 
 
 def test_push_without_credentials_explains_the_token(isolated, tmp_path):
-    """No token anywhere: `python -m utils.kaggle push` stops with the set-up message, builds and sends nothing."""
+    """No token anywhere: `python -m tools.kaggle push` stops with the set-up message, builds and sends nothing."""
     notebook = make_notebook(tmp_path / "train.ipynb")
     build = tmp_path / "build"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     env["KAGGLE_CONFIG_DIR"] = os.environ["KAGGLE_CONFIG_DIR"]  # empty temp folder
-    done = subprocess.run([sys.executable, "-m", "utils.kaggle", "push", str(notebook), "-p", "alpha", "0.1",
+    done = subprocess.run([sys.executable, "-m", "tools.kaggle", "push", str(notebook), "-p", "alpha", "0.1",
                            "--build-dir", str(build)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == kg.EXIT_ERROR

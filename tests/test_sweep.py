@@ -1,4 +1,4 @@
-"""utils.sweep: two tiny alphas through train.ipynb (one trained, one reused), then analyze.ipynb over both."""
+"""tools.sweep: two tiny alphas through train.ipynb (one trained, one reused), then analyze.ipynb over both."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ from conftest import TINY_TRAIN_PARAMS
 
 
 def test_run_folder_names():
-    from utils.sweep import run_folder
+    from tools.sweep import run_folder
 
     assert [run_folder("r", a).name for a in (0, 0.01, 0.1, 0.2)] == ["alpha-0", "alpha-0.01", "alpha-0.1", "alpha-0.2"]
     assert run_folder("r", 0.2, 7).as_posix() == "r/alpha-0.2/seed-7"
@@ -36,7 +36,7 @@ def test_seeds_give_one_run_per_alpha_and_seed(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("alphas, message", [([0.1, 0.1], "distinct"), ([1.5], "in \\[0, 1\\)"), ([], "at least one")])
 def test_bad_alphas_are_refused(alphas, message, tmp_path):
-    from utils.sweep import sweep
+    from tools.sweep import sweep
 
     with pytest.raises(ValueError, match=message):
         sweep(alphas, {}, tmp_path)

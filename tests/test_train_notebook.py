@@ -48,7 +48,7 @@ def test_rerun_with_other_parameters_is_refused(tiny_run, tiny_dataset):
     """A finished run folder is never overwritten by a run with other parameters."""
     from papermill.exceptions import PapermillExecutionError
 
-    from utils.notebook import run_notebook
+    from tools.notebook import run_notebook
 
     before = (tiny_run / "metrics.json").read_bytes()
     with pytest.raises(PapermillExecutionError, match="holds a run with other parameters"):

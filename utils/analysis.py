@@ -12,7 +12,7 @@ import pandas as pd
 
 from utils import data, evaluation
 from utils.data import CLASS_NAMES, Split, cap_split
-from utils.notebook import to_jsonable, write_json
+from utils.runtime import to_jsonable, write_json
 
 THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (evaluation.choose_threshold)
 THRESHOLD_FILE = "threshold.json"  # written into a run folder by the analysis; utils.predict reads it

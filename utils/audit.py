@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image, ImageFilter, JpegImagePlugin
 
 from utils.data import CLASS_NAMES, DatasetIndex, cap_split
-from utils.notebook import to_jsonable, write_atomic
+from utils.runtime import to_jsonable, write_atomic
 
 # libjpeg's standard (IJG, Annex K) luminance table in natural row-major order, the order Pillow >= 8.3 reports.
 _IJG_LUMA = np.array([

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from utils import kaggle, synthetic
+from utils import runtime, synthetic
 
 if TYPE_CHECKING:  # tensorflow is imported lazily: indexing a dataset must not pay for it
     import tensorflow as tf
@@ -266,7 +266,7 @@ def _images_under(folders: list[str]) -> list[str]:
 
 def find_kaggle_dataset(input_root: str | None = None) -> str | None:
     """The root of an attached 140k (preferred) or manjilkarki dataset under the Kaggle input folder, or None."""
-    root = str(kaggle.KAGGLE_INPUT if input_root is None else input_root)
+    root = str(runtime.input_root() if input_root is None else input_root)
     if not os.path.isdir(root):
         return None
     matches: dict[str, str] = {}
@@ -301,8 +301,8 @@ def resolve_data_dir(data_dir: str | None) -> str:
     found = find_kaggle_dataset()
     if found is not None:
         return found
-    if kaggle.on_kaggle():
-        raise DataError(f"no dataset attached under {kaggle.KAGGLE_INPUT}: add xhlulu/140k-real-and-fake-faces to the "
+    if runtime.on_kaggle():
+        raise DataError(f"no dataset attached under {runtime.input_root()}: add xhlulu/140k-real-and-fake-faces to the "
                         "notebook's inputs (kernel-metadata.json dataset_sources)")
     return str(synthetic.default_dataset_dir())
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from utils.analysis import THRESHOLD_FILE  # written beside model.keras by the analysis
 from utils.data import CLASS_NAMES, IMAGE_EXTENSIONS, scan_files
-from utils.notebook import write_atomic
+from utils.runtime import write_atomic
 
 DEFAULT_THRESHOLD = 0.5
 PROGRESS_EVERY = 500

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from utils.notebook import REPO_ROOT, write_atomic
+from utils.runtime import REPO_ROOT, write_atomic
 
 DEFAULT_ROOT = REPO_ROOT / "data" / "synthetic-faces"
 DATASET_NAME = "synthetic-faces"

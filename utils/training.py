@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from utils import synthetic
-from utils.notebook import write_json
+from utils.runtime import write_json
 
 # The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
 PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {

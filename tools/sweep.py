@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.notebook import REPO_ROOT, load_params, parse_value, run_notebook
+from tools.notebook import REPO_ROOT, load_params, parse_value, run_notebook
 
 DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
 DEFAULT_ROOT = "results/sweep"
@@ -66,8 +66,8 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: python -m utils.sweep [--alphas A ...] [--seeds S ...] [-f PARAMS.yaml] [-p NAME VALUE ...]."""
-    parser = argparse.ArgumentParser(prog="python -m utils.sweep", description=main.__doc__)
+    """Command line: python -m tools.sweep [--alphas A ...] [--seeds S ...] [-f PARAMS.yaml] [-p NAME VALUE ...]."""
+    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=main.__doc__)
     parser.add_argument("--alphas", nargs="+", type=float, default=list(DEFAULT_ALPHAS),
                         help=f"LeakyReLU slopes to train (default {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,

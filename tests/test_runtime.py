@@ -1,4 +1,4 @@
-"""utils.notebook's record writers: JSON-ready conversion and atomic writes (the papermill runs have their own tests)."""
+"""utils.runtime's record writers: JSON-ready conversion and atomic writes (the papermill runs have their own tests)."""
 import json
 from pathlib import Path
 
@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.notebook import parse_value, to_jsonable, write_atomic, write_json
+from tools.notebook import parse_value
+from utils.runtime import to_jsonable, write_atomic, write_json
 
 
 def test_to_jsonable_converts_numpy_paths_and_missing_values():

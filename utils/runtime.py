@@ -1,0 +1,91 @@
+"""The kernel's runtime: am I on Kaggle, its input and working folders, where outputs go, quiet logs, atomic records.
+
+The bottom of the import graph: every other module may import it, it imports none of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+KAGGLE_WORKING = Path("/kaggle/working")
+KAGGLE_INPUT = Path("/kaggle/input")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# TensorFlow's C++ logging (oneDNN notices, cudart/cuInit probes on a CPU machine, absl's pre-init warning) goes
+# to the process' stderr and lands in reports as red blocks. 3 keeps only FATAL; Python-level warnings and errors
+# (the ones that matter to the user) are not affected.
+QUIET_LOG_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "ABSL_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
+
+
+def on_kaggle() -> bool:
+    """True inside a Kaggle kernel (its runtime sets KAGGLE_KERNEL_RUN_TYPE)."""
+    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+
+
+def input_root() -> Path:
+    """Where attached datasets appear: /kaggle/input, or $KAGGLE_INPUT_ROOT in a rehearsal."""
+    return Path(os.environ.get("KAGGLE_INPUT_ROOT", KAGGLE_INPUT))
+
+
+def working_root() -> Path:
+    """The folder Kaggle returns as the run's output: /kaggle/working, or $KAGGLE_WORKING_ROOT in a rehearsal."""
+    return Path(os.environ.get("KAGGLE_WORKING_ROOT", KAGGLE_WORKING))
+
+
+def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Relative output folders land under the working folder on Kaggle, so the run's output listing returns them."""
+    path = Path(output_dir)
+    if on_kaggle() and not path.is_absolute():
+        path = working_root() / path
+    return path
+
+
+def quiet_logs() -> None:
+    """Silence TensorFlow's C++ start-up logging in this process and its children; call before TensorFlow loads."""
+    for name, value in QUIET_LOG_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a file through a temporary sibling and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_jsonable(value: Any) -> Any:
+    """Numpy scalars/arrays, paths and missing values made JSON-ready (NaN, inf and pd.NA become None)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # json.dumps would write NaN/Infinity, which strict JSON readers reject
+    if type(value).__name__ == "NAType":  # pandas' missing value, without importing pandas here
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Write a JSON record atomically, made JSON-ready by to_jsonable (other objects as their str)."""
+    return write_atomic(path, json.dumps(to_jsonable(record), indent=2, default=str) + "\n")
