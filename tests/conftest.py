@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +14,30 @@ TINY_SIZE = 32
 # Parameters of the one papermill run of train.ipynb that the notebook, analysis and predict tests share.
 TINY_TRAIN_PARAMS = {"alpha": 0.2, "epochs": 2, "batch_size": 8, "image_size": TINY_SIZE, "val_split": 0.25,
                      "seed": 1, "learning_rate": 0.001, "max_images": None, "rotation": 0.0, "zoom": 0.0}
+
+
+# What TensorFlow's C++ start-up logging prints (absl, oneDNN, the CUDA probes); none of it belongs in a report.
+TF_LOG_NOISE = ("absl::InitializeLog", "cudart_stub", "cuInit", "oneDNN", "cpu_feature_guard", "computation_placer")
+
+
+def assert_report_shows_figures(executed: Path, html: Path, saved: list[Path]) -> None:
+    """Every figure the run saved is an image/png output of the executed notebook and an <img> of its HTML report."""
+    import nbformat
+
+    from utils.report import count_images
+
+    assert saved, "the run saved no figure"
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == len(saved), f"{executed.name}: {len(pngs)} image outputs for {len(saved)} saved figures"
+    texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs]
+    assert not [t for t in texts if "<Figure size" in t], f"{executed.name}: a figure printed as text"
+    noise = [t for t in texts for marker in TF_LOG_NOISE if marker in t]
+    assert not noise, f"{executed.name}: TensorFlow log lines in the outputs: {noise[:1]}"
+    page = html.read_text()
+    assert count_images(page) == len(saved), f"{html.name}: {count_images(page)} <img> for {len(saved)} figures"
+    assert not [m for m in TF_LOG_NOISE if m in page], f"{html.name}: TensorFlow log lines in the report"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import nbformat
 import pytest
 
-from conftest import REPO_ROOT, TINY_TRAIN_PARAMS
+from conftest import REPO_ROOT, TINY_TRAIN_PARAMS, assert_report_shows_figures
 
 
 def test_run_writes_report_and_artifacts(tiny_run):
@@ -12,7 +12,10 @@ def test_run_writes_report_and_artifacts(tiny_run):
         assert (tiny_run / name).is_file(), name
     assert not (tiny_run / "backup").exists(), "the resume backup must be gone after a finished run"
     html = (tiny_run / "train.html").read_text()
-    assert "LeakyReLU-ResNet50" in html and "data:image/png;base64" in html
+    assert "LeakyReLU-ResNet50" in html
+    assert_report_shows_figures(tiny_run / "train.ipynb", tiny_run / "train.html", sorted(tiny_run.glob("*.png")))
+    # The report hides code but shows the parameters in force.
+    assert "validate_params" not in html and "learning_rate" in html and "<td>0.2</td>" in html
 
 
 def test_metrics_json_content(tiny_metrics, tiny_dataset):

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from utils.report import render_html
-from utils.runtime import REPO_ROOT, quiet_logs, resolve_output_dir
+from utils.runtime import REPO_ROOT, resolve_output_dir, set_quiet_log_env
 
 
 def parse_value(text: str) -> Any:
@@ -41,7 +41,7 @@ def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: st
     """Execute `notebook` with papermill into params['output_dir'], then render it to HTML there."""
     import papermill
 
-    quiet_logs()  # the kernel inherits this environment, so TensorFlow starts quiet there
+    set_quiet_log_env()  # the kernel inherits this environment
     notebook = Path(notebook)
     if "output_dir" not in params:
         raise ValueError("parameter output_dir is required: the folder that receives the report and its outputs")

@@ -197,12 +197,8 @@ def plot_held_out(run: Run, out: str | os.PathLike | None = None) -> list:
 def plot_calibration(run: Run, out: str | os.PathLike | None = None):
     """Reliability diagram of P(fake) on the report split (saved under `out` when given)."""
     y, p = run.y[run.report_split], run.p[run.report_split]
-    fig = evaluation.plot_reliability(y, p, n_bins=ECE_BINS)
-    fig.axes[0].set_title(f"{run.name}: reliability of P(fake), {run.report_split} split")
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(out) / "reliability.png", dpi=120)
-    return fig
+    return evaluation.plot_reliability(y, p, n_bins=ECE_BINS, path=Path(out) / "reliability.png" if out else None,
+                                       title=f"{run.name}: reliability of P(fake), {run.report_split} split")
 
 
 # ------------------------------------------------------------------------------------------------ robustness

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,8 @@ import pandas as pd
 from PIL import Image, ImageFilter, JpegImagePlugin
 
 from utils.data import CLASS_NAMES, DatasetIndex, cap_split
-from utils.runtime import to_jsonable, write_atomic
+from utils.figures import finish, new_figure
+from utils.runtime import to_jsonable
 
 # libjpeg's standard (IJG, Annex K) luminance table in natural row-major order, the order Pillow >= 8.3 reports.
 _IJG_LUMA = np.array([
@@ -399,21 +399,6 @@ def _load(path: str, mode: str = "RGB", size: int | None = None, exact_size: boo
         return np.asarray(image)
 
 
-def _save(figure: Any, path: str | os.PathLike | None) -> None:
-    if path is None:
-        return
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight")
-    write_atomic(path, buffer.getvalue())
-
-
-def _figure(width: float, height: float) -> Any:
-    # A bare Figure (no pyplot): no global figure list to leak or auto-show; Jupyter still renders a returned one.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 def _require_paths(paths: Sequence[Any], what: str) -> list[str]:
     paths = [os.fspath(p) for p in paths]
     if not paths:
@@ -425,8 +410,7 @@ def plot_sample_grid(paths_by_class: Mapping[str, Sequence[str | os.PathLike]], 
                      path: str | os.PathLike | None = None, thumb: int = 160) -> Any:
     """Figure with n random images per class (one row each), titled with format and size to spot shortcuts."""
     rng = np.random.default_rng(seed)
-    figure = _figure(1.7 * n, 2.0 * len(paths_by_class))
-    axes = figure.subplots(len(paths_by_class), n, squeeze=False)
+    figure, axes = new_figure(len(paths_by_class), n, size=(1.7, 2.0))
     for row, (name, paths) in enumerate(paths_by_class.items()):
         paths = [os.fspath(p) for p in paths]
         chosen = [paths[k] for k in rng.choice(len(paths), size=min(n, len(paths)), replace=False)] if paths else []
@@ -441,7 +425,7 @@ def plot_sample_grid(paths_by_class: Mapping[str, Sequence[str | os.PathLike]], 
             with Image.open(chosen[col]) as image:
                 ax.set_title(f"{image.format} {image.width}x{image.height}", fontsize=7)
             ax.imshow(_load(chosen[col], "RGB", thumb, exact_size=False))
-    _save(figure, path)
+    finish(figure, path)
     return figure
 
 
@@ -459,8 +443,8 @@ def plot_mean_images(paths_by_class: Mapping[str, Sequence[str | os.PathLike]], 
     """Figure with each class's mean image and, for two classes, the per-pixel |difference| (alignment bias)."""
     means = {name: mean_image(paths, size, max_workers) for name, paths in paths_by_class.items()}
     names = list(means)
-    figure = _figure(3.2 * (len(names) + (len(names) == 2)), 3.4)
-    axes = figure.subplots(1, len(names) + (len(names) == 2), squeeze=False)[0]
+    figure, axes = new_figure(1, len(names) + (len(names) == 2), size=(3.2, 3.4))
+    axes = axes[0]
     for ax, name in zip(axes, names):
         ax.imshow(np.clip(means[name], 0, 255).astype(np.uint8))
         ax.set_title(f"mean {name} (n={len(paths_by_class[name])})")
@@ -471,7 +455,7 @@ def plot_mean_images(paths_by_class: Mapping[str, Sequence[str | os.PathLike]], 
         axes[-1].set_title(f"|{names[1]} − {names[0]}|")
         axes[-1].axis("off")
         figure.colorbar(shown, ax=axes[-1], shrink=0.8)
-    _save(figure, path)
+    finish(figure, path)
     return figure
 
 
@@ -493,8 +477,8 @@ def plot_intensity_histograms(paths_by_class: Mapping[str, Sequence[str | os.Pat
     """Figure with one panel per RGB channel overlaying each class's intensity density."""
     histograms = {name: intensity_histograms(paths, bins, size, max_workers) for name, paths in paths_by_class.items()}
     centers = (np.arange(bins) + 0.5) * 256 / bins
-    figure = _figure(12, 3.2)
-    axes = figure.subplots(1, 3, sharey=True)
+    figure, axes = new_figure(1, 3, size=(4.0, 3.2), sharey=True)
+    axes = axes[0]
     for channel, (ax, channel_name) in enumerate(zip(axes, ("red", "green", "blue"))):
         for name, histogram in histograms.items():
             ax.plot(centers, histogram[channel], label=name)
@@ -502,7 +486,7 @@ def plot_intensity_histograms(paths_by_class: Mapping[str, Sequence[str | os.Pat
         ax.set_xlabel("intensity")
     axes[0].set_ylabel("density")
     axes[0].legend()
-    _save(figure, path)
+    finish(figure, path)
     return figure
 
 
@@ -550,8 +534,8 @@ def plot_spectra(spectra_by_class: Mapping[str, np.ndarray], path: str | os.Path
     if not names:
         raise ValueError("plot_spectra needs at least one class spectrum, got none")
     panels = len(names) + (len(names) == 2) + 1
-    figure = _figure(3.6 * panels, 3.4)
-    axes = figure.subplots(1, panels)
+    figure, axes = new_figure(1, panels, size=(3.6, 3.4))
+    axes = axes[0]
     low = min(float(np.min(s)) for s in spectra_by_class.values())
     high = max(float(np.max(s)) for s in spectra_by_class.values())
     for ax, name in zip(axes, names):
@@ -575,7 +559,7 @@ def plot_spectra(spectra_by_class: Mapping[str, np.ndarray], path: str | os.Path
     profile_ax.set_ylabel("mean log(1+|FFT|)")
     profile_ax.set_title("azimuthal average")
     profile_ax.legend()
-    _save(figure, path)
+    finish(figure, path)
     return figure
 
 
@@ -679,8 +663,7 @@ def plot_duplicate_pairs(examples: Sequence[Mapping[str, Any]], n: int = 6, thum
     examples = list(examples)[:n]
     if not examples:
         return None
-    figure = _figure(2.2 * len(examples), 4.6)
-    axes = figure.subplots(2, len(examples), squeeze=False)
+    figure, axes = new_figure(2, len(examples), size=(2.2, 2.3))
     for col, example in enumerate(examples):
         for row, key in enumerate(("a", "b")):
             ax = axes[row, col]
@@ -688,5 +671,5 @@ def plot_duplicate_pairs(examples: Sequence[Mapping[str, Any]], n: int = 6, thum
             ax.imshow(_load(example[f"path_{key}"], "RGB", thumb, exact_size=False))
             ax.set_title(f"{example[f'split_{key}']}: {Path(example[f'path_{key}']).name}"
                          + (f"\nHamming {example['distance']}" if row == 1 else ""), fontsize=7)
-    _save(figure, path)
+    finish(figure, path)
     return figure

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from utils.data import CLASS_NAMES
+from utils.figures import finish, new_figure
 
 # Each grid key names a transform in TRANSFORMS; the first value of every list is the clean (identity or near) setting.
 ROBUSTNESS_GRID: dict[str, list[float]] = {
@@ -374,26 +374,8 @@ def alpha_summary(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plots: plain matplotlib Figures (not registered with pyplot, so notebooks show them once and loops do not leak).
+# Plots: each is made by utils.figures, saved as PNG at `path` when given, shown in the notebook, and returned.
 # ----------------------------------------------------------------------------------------------------------------
-
-def _new_figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 4.0)):
-    """A pyplot-free Figure and its axes array of shape [nrows, ncols]."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig, path: str | os.PathLike | None):
-    """Save the figure as PNG at `path` (parent folders created) when a path is given; returns the figure."""
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
-
 
 def plot_confusion_matrix(cm: Any, class_names: Sequence[str] = CLASS_NAMES,
                           path: str | os.PathLike | None = None, title: str | None = None):
@@ -402,7 +384,7 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] = CLASS_NAMES,
     k = len(class_names)
     if cm.shape != (k, k):
         raise ValueError(f"cm must be a {k}x{k} matrix for classes {tuple(class_names)}, got shape {cm.shape}")
-    fig, axes = _new_figure(size=(4.5, 4.0))
+    fig, axes = new_figure(size=(4.5, 4.0))
     ax = axes[0, 0]
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
@@ -417,7 +399,8 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] = CLASS_NAMES,
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "Confusion matrix")
-    return _save(fig, path)
+    finish(fig, path)
+    return fig
 
 
 def plot_roc_pr(y_true: Any, p_fake: Any = None, path: str | os.PathLike | None = None, label: str | None = None):
@@ -428,7 +411,7 @@ def plot_roc_pr(y_true: Any, p_fake: Any = None, path: str | os.PathLike | None 
         curves = dict(y_true)
     else:
         curves = {label or "model": (y_true, p_fake)}
-    fig, axes = _new_figure(ncols=2)
+    fig, axes = new_figure(1, 2)
     roc_ax, pr_ax = axes[0]
     for name, (y, p) in curves.items():
         y, p = _check_scores(y, p)
@@ -444,14 +427,16 @@ def plot_roc_pr(y_true: Any, p_fake: Any = None, path: str | os.PathLike | None 
     pr_ax.set(xlabel="recall (fake)", ylabel="precision (fake)", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     roc_ax.legend(loc="lower right")
     pr_ax.legend(loc="lower left")
-    return _save(fig, path)
+    finish(fig, path)
+    return fig
 
 
-def plot_reliability(y_true: Any, p_fake: Any, path: str | os.PathLike | None = None, n_bins: int = 15):
+def plot_reliability(y_true: Any, p_fake: Any, path: str | os.PathLike | None = None, n_bins: int = 15,
+                     title: str = "Reliability of P(fake)"):
     """Reliability diagram of P(fake) (fraction of fakes per bin vs mean prediction) with the ECE and bin counts."""
     curve = reliability_curve(y_true, p_fake, n_bins)
     ece = expected_calibration_error(y_true, p_fake, n_bins)
-    fig, axes = _new_figure(size=(5.0, 5.0))
+    fig, axes = new_figure(size=(5.0, 5.0))
     ax = axes[0, 0]
     filled = curve["counts"] > 0
     ax.bar(curve["bin_centers"], curve["fraction_fake"], width=1.0 / len(curve["counts"]), alpha=0.3,
@@ -463,10 +448,10 @@ def plot_reliability(y_true: Any, p_fake: Any, path: str | os.PathLike | None = 
     counts_ax.step(curve["bin_centers"], curve["counts"], where="mid", color="tab:orange", alpha=0.5, linewidth=1)
     counts_ax.set_ylim(bottom=0)
     counts_ax.set_ylabel("images per bin", color="tab:orange")
-    ax.set(xlabel="predicted P(fake)", ylabel="observed fraction fake", xlim=(0, 1), ylim=(0, 1),
-           title="Reliability of P(fake)")
+    ax.set(xlabel="predicted P(fake)", ylabel="observed fraction fake", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    finish(fig, path)
+    return fig
 
 
 def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None):
@@ -475,7 +460,7 @@ def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None
     if missing:
         raise ValueError(f"results is missing column(s) {sorted(missing)}; expected the output of robustness_table")
     names = list(dict.fromkeys(results["transform"]))
-    fig, axes = _new_figure(ncols=max(1, len(names)), size=(3.6, 3.2))
+    fig, axes = new_figure(1, max(1, len(names)), size=(3.6, 3.2))
     for ax, name in zip(axes[0], names):
         rows = results[results["transform"] == name]
         severity = rows["severity"].astype(float).to_numpy()
@@ -488,7 +473,8 @@ def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("score")
     axes[0, 0].legend(loc="lower left")
-    return _save(fig, path)
+    finish(fig, path)
+    return fig
 
 
 def plot_alpha(df: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "roc_auc"),
@@ -496,7 +482,7 @@ def plot_alpha(df: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "roc_auc"
     """Metrics against the LeakyReLU slope alpha (mean and std over runs sharing an alpha); alpha 0 = ReLU baseline."""
     summary = alpha_summary(df, metrics)
     alphas = summary["alpha"].to_numpy(dtype=float)
-    fig, axes = _new_figure(size=(6.0, 4.0))
+    fig, axes = new_figure(size=(6.0, 4.0))
     ax = axes[0, 0]
     for metric in metrics:
         std = summary[f"{metric}_std"].astype(float).fillna(0.0)
@@ -511,4 +497,5 @@ def plot_alpha(df: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "roc_auc"
     ax.set(xlabel="LeakyReLU negative slope alpha", ylabel="score", title="Effect of alpha")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    finish(fig, path)
+    return fig

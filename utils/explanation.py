@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
+from utils.figures import finish, new_figure
 from utils.model import GRADCAM_LAYER
 
 GROUPS = ("true_real", "true_fake", "false_real", "false_fake")
@@ -109,9 +109,7 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, cmap: str = "jet") -> 
 
 def plot_gradcam_grid(images: Any, heatmaps: Any, titles: Sequence[str] | None = None,
                       path: str | os.PathLike | None = None, ncols: int = 4, alpha: float = 0.4):
-    """Grid of Grad-CAM overlays (a pyplot-free Figure), saved as PNG at `path` when given."""
-    from matplotlib.figure import Figure
-
+    """Grid of Grad-CAM overlays, saved as PNG at `path` when given and shown in the notebook."""
     images = np.asarray(images)
     heatmaps = np.asarray(heatmaps)
     if len(images) != len(heatmaps):
@@ -122,18 +120,14 @@ def plot_gradcam_grid(images: Any, heatmaps: Any, titles: Sequence[str] | None =
         raise ValueError("plot_gradcam_grid needs at least one image")
     ncols = max(1, min(ncols, len(images)))
     nrows = -(-len(images) // ncols)
-    fig = Figure(figsize=(2.6 * ncols, 2.8 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes = new_figure(nrows, ncols, size=(2.6, 2.8))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
             ax.imshow(overlay(images[i], heatmaps[i], alpha=alpha))
             if titles is not None:
                 ax.set_title(titles[i], fontsize=9)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+    finish(fig, path)
     return fig
 
 

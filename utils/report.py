@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any, Mapping
 
 from utils.runtime import write_atomic
 
@@ -27,3 +28,11 @@ def render_html(ipynb: str | os.PathLike, html: str | os.PathLike | None = None,
 def count_images(html_text: str) -> int:
     """Inline PNG figures in a rendered report (nbconvert's own CSS icons are data: URLs, not <img> tags)."""
     return len(re.findall(r'<img\b[^>]*\bsrc="data:image/png;base64,', html_text))
+
+
+def parameter_table(params: Mapping[str, Any]) -> Any:
+    """The parameters in force as a one-column table, for the top of a report (whose code cells are hidden)."""
+    import pandas as pd
+
+    return pd.DataFrame({"value": {name: repr(value) if isinstance(value, str) else str(value)
+                                   for name, value in params.items()}}).rename_axis("parameter")

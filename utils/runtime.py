@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,10 +46,35 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def quiet_logs() -> None:
-    """Silence TensorFlow's C++ start-up logging in this process and its children; call before TensorFlow loads."""
+def set_quiet_log_env() -> None:
+    """Ask TensorFlow for FATAL-only C++ logging in this process and the kernels it starts (a user's value wins)."""
     for name, value in QUIET_LOG_ENV.items():
         os.environ.setdefault(name, value)
+
+
+def quiet_logs() -> None:
+    """Load TensorFlow without its C++ start-up lines in the notebook; call in a notebook's first code cell.
+
+    The log level alone does not silence the lines printed while the library loads (absl's pre-init warning, the
+    cudart stub), so the process' stderr is parked in a temporary file for the import and shown only if it fails.
+    """
+    set_quiet_log_env()
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            parked.seek(0)
+            sys.stderr.write(parked.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from utils import synthetic
+from utils.figures import finish, new_figure
 from utils.runtime import write_json
 
 # The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
@@ -263,21 +264,16 @@ def summarize_history(history: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None) -> Any:
-    """Training curves: loss and accuracy of train and validation per epoch."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 3.8))
+    """Training curves: loss and accuracy of train and validation per epoch (saved at `path`, shown in the notebook)."""
+    figure, axes = new_figure(1, 2, size=(5.0, 3.8))
     epochs = history["epoch"] + 1
-    for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+    for ax, metric in zip(axes[0], ("loss", "accuracy")):
         ax.plot(epochs, history[metric], marker="o", label="train")
         ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    figure.tight_layout()
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
+    finish(figure, path)
     return figure
 
 
