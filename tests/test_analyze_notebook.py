@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_SIZE
+from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
 
 TINY_GRID = {"jpeg_quality": [100, 30], "blur_sigma": [0, 1], "rescale_factor": [1, 0.5], "noise_sigma": [0, 10]}
 
@@ -75,7 +75,8 @@ def test_analysis_figures_report_and_threshold_file(analyzed, tiny_run):
     for figure in ("confusion_matrix.png", "roc_pr.png", "reliability.png", "robustness.png", "gradcam_examples.png"):
         assert (out / name / figure).is_file(), figure
     html = (out / "analyze.html").read_text()
-    assert "Robustness to image quality" in html and "data:image/png;base64" in html
+    assert "Robustness to image quality" in html
+    assert_report_shows_figures(out / "analyze.ipynb", out / "analyze.html", sorted(out.rglob("*.png")))
     recorded = json.loads((tiny_run / "threshold.json").read_text())
     assert recorded["threshold"] == pytest.approx(record["runs"][name]["held_out"]["val_threshold"])
 

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_SIZE
+from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_writes_report_and_figures(explored):
     for name in ("audit.json", "explore.ipynb", "explore.html", "samples.png", "mean_images.png",
                  "intensity_histograms.png", "spectra.png", "duplicates_exact.png"):
         assert (out / name).is_file(), name
-    assert "data:image/png;base64" in (out / "explore.html").read_text()
+    assert_report_shows_figures(out / "explore.ipynb", out / "explore.html", sorted(out.glob("*.png")))
 
 
 def test_audit_counts_properties_and_quality_warning(explored):
