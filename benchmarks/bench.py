@@ -1,5 +1,5 @@
 """Speed benchmark: our tf.data pipeline vs keras image_dataset_from_directory, LeakyReLU vs stock ResNet50 train
-step, end-to-end fit/predict and, on GPUs, mixed precision and one vs all GPUs. Writes results/bench/<device>.json|md.
+step, end-to-end fit/predict and, on GPUs, mixed precision and one vs all GPUs. Writes runs/bench/<device>.json (results/bench with --out)|md.
 
 Run from the repository root: `python -m benchmarks.bench` (or `python benchmarks/bench.py`); `--help` lists flags.
 All parts run in one process on the same generated 256-px JPEGs (quality 75, two class folders).
@@ -445,7 +445,7 @@ def parse_args(argv: list[str] | None, gpu: bool) -> argparse.Namespace:
     parser.add_argument("--gpu-size", type=int, default=224, help="image size of the GPU variants")
     parser.add_argument("--skip", nargs="*", default=[], choices=["pipelines", "train_step", "end_to_end", "gpu"])
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="where the generated JPEGs are kept")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "bench"), help="output folder")
+    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench"), help="output folder")
     parser.add_argument("--device-name", default=None, help="override the output file name (default: derived)")
     return parser.parse_args(argv)
 
@@ -479,7 +479,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse flags, run, write results/bench/<device>.json and .md, print the table."""
+    """Parse flags, run, write <out>/<device>.json and .md, print the table."""
     import tensorflow as tf
 
     args = parse_args(argv, gpu=bool(tf.config.list_physical_devices("GPU")))

@@ -43,3 +43,22 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path):
                                          ("results/x", "results/x")])
 def test_parse_value_reads_command_line_values(text, value):
     assert parse_value(text) == value
+
+
+def test_quiet_logs_silences_tensorflow_start_up_in_a_clean_environment():
+    """A notebook run by plain papermill gets no TensorFlow C++ lines: quiet_logs works without any env set up."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT, TF_LOG_NOISE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "ABSL", "GRPC"))}
+    script = ("from utils import runtime\nruntime.quiet_logs()\nimport keras, numpy as np\n"
+              "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])\n"
+              "model.compile('adam', 'mse')\nmodel.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)\n"
+              "import warnings\nwarnings.warn('a warning the user should see')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert not [marker for marker in TF_LOG_NOISE if marker in done.stderr], done.stderr
+    assert "a warning the user should see" in done.stderr  # Python warnings still reach the user
