@@ -28,7 +28,8 @@ def analyzed(tmp_path_factory, tiny_run):
     out = tmp_path_factory.mktemp("analysis")
     run_notebook(REPO_ROOT / "notebooks" / "analyze.ipynb",
                  {"run_dirs": [str(tiny_run)], "extra_data_dirs": [str(extra)], "robustness": TINY_GRID,
-                  "robustness_images": 3, "gradcam_samples": 2, "max_images": None, "output_dir": str(out)})
+                  "robustness_images": 3, "gradcam_samples": 2, "max_images": None, "bootstrap_resamples": 200,
+                  "output_dir": str(out)})
     return out, extra, json.loads((out / "analysis.json").read_text())
 
 
@@ -50,6 +51,46 @@ def test_analysis_json_held_out_metrics(analyzed, tiny_run, tiny_metrics):
     assert 0 <= held["val_threshold"] <= 1
     assert held["metrics_at_val_threshold"]["threshold"] == pytest.approx(held["val_threshold"])
     assert run["dataset"]["counts"]["val"] == tiny_metrics["dataset"]["counts"]["val"]
+    assert held["optimistic"] is False and held["note"] is None  # an official test split: nothing to mark
+
+
+def test_analysis_json_intervals_on_every_evaluated_split(analyzed):
+    _, extra, record = analyzed
+    run = next(iter(record["runs"].values()))
+    held = run["held_out"]
+    for intervals, n in ((held["intervals"], 12), (held["val_intervals"], held["val_metrics"]["n"]),
+                         (run["extra"][str(extra)]["intervals"], 8)):
+        assert intervals["n"] == n and intervals["n_resamples"] == 200 and intervals["level"] == 0.95
+        for name in ("accuracy", "roc_auc", "average_precision", "eer"):
+            entry = intervals["metrics"][name]
+            assert entry["low"] <= entry["estimate"] <= entry["high"], name
+    assert held["intervals"]["metrics"]["accuracy"]["estimate"] == held["metrics"]["accuracy"]
+    assert held["val_metrics"]["log_loss"] > 0 and 0 <= held["val_metrics"]["accuracy"] <= 1
+
+
+def test_analysis_json_spectrum_baseline_beside_the_cnn(analyzed, tiny_dataset):
+    _, extra, record = analyzed
+    baseline = next(iter(record["runs"].values()))["baseline"]
+    assert baseline["probe"] == "log_spectrum_1d" and baseline["threshold"] == 0.5
+    assert baseline["train_counts"] == {"real": 12, "fake": 12}  # the run's train split: 75% of 16 per class
+    assert list(baseline["results"]) == ["own test split", str(extra)]  # the CNN's report split, then extra data
+    own = baseline["results"]["own test split"]
+    assert own["metrics"]["n"] == 12 and own["intervals"]["n"] == 12
+    assert baseline["results"][str(extra)]["metrics"]["n"] == 8
+    assert 0 <= own["metrics"]["roc_auc"] <= 1
+
+
+def test_analysis_json_gradcam_layer_and_alpha_comparison(analyzed):
+    _, _, record = analyzed
+    run = next(iter(record["runs"].values()))
+    gradcam = run["gradcam"]
+    # conv5_block3_out is 1x1 at 32 px; the chosen layer keeps at least 7x7 cells.
+    assert gradcam["layer"] == "conv2_block3_out" and gradcam["map_cells"] == [8, 8] and gradcam["image_size"] == 32
+    comparison = record["alpha_comparison"]
+    assert comparison["paired"] == [] and comparison["best_alpha"] is None and comparison["tests"] == 0  # one run
+    assert comparison["correction"] == "Holm"
+    (row,) = record["alpha_table"]
+    assert row["val_log_loss"] > 0 and "accuracy_at_val_threshold" in row
 
 
 def test_analysis_json_robustness_gradcam_extra_alpha(analyzed):
@@ -76,6 +117,7 @@ def test_analysis_figures_report_and_threshold_file(analyzed, tiny_run):
         assert (out / name / figure).is_file(), figure
     html = (out / "analyze.html").read_text()
     assert "Robustness to image quality" in html
+    assert "Trivial baseline" in html and "AUC gain over probe" in html and "conv2_block3_out" in html
     assert_report_shows_figures(out / "analyze.ipynb", out / "analyze.html", sorted(out.rglob("*.png")))
     recorded = json.loads((tiny_run / "threshold.json").read_text())
     assert recorded["threshold"] == pytest.approx(record["runs"][name]["held_out"]["val_threshold"])
@@ -122,9 +164,85 @@ def test_analyze_run_matches_the_notebook(analyzed, tiny_run, tmp_path):
 
     _, _, record = analyzed
     result = analyze_run(tiny_run, robustness_grid={"jpeg_quality": [100]}, robustness_images=2, gradcam_samples=0,
-                         output_dir=tmp_path)
-    notebook = next(iter(record["runs"].values()))["held_out"]
+                         output_dir=tmp_path, n_resamples=200)
+    notebook_run = next(iter(record["runs"].values()))
+    notebook = notebook_run["held_out"]
     assert result["held_out"]["metrics"]["accuracy"] == pytest.approx(notebook["metrics"]["accuracy"])
     assert result["held_out"]["ece"] == pytest.approx(notebook["ece"], abs=1e-6)
+    # Seeded bootstrap and a deterministic probe: the same intervals and the same baseline as the notebook.
+    for name in ("accuracy", "roc_auc"):
+        assert result["held_out"]["intervals"]["metrics"][name] == pytest.approx(
+            notebook["intervals"]["metrics"][name], abs=1e-6)
+    own = "own test split"
+    assert result["baseline"]["results"][own]["metrics"]["roc_auc"] == pytest.approx(
+        notebook_run["baseline"]["results"][own]["metrics"]["roc_auc"], abs=1e-6)
     assert len(result["robustness"]) == 1 and result["extra"] == {}
     assert (tmp_path / "reliability.png").is_file() and (tmp_path / "robustness.png").is_file()
+
+
+def _scored_run(report_split: str, seed: int = 0):
+    """A Run without model or files: only labels and P(fake) of its splits, enough for the held-out metrics."""
+    import numpy as np
+
+    from utils.analysis import Run
+
+    rng = np.random.default_rng(seed)
+    run = Run("toy", REPO_ROOT, {"params": {"alpha": 0.1, "seed": 1, "image_size": 32}}, None, None, report_split, {})
+    for split in {"val", report_split}:
+        run.y[split] = np.r_[np.zeros(20), np.ones(20)].astype(int)
+        run.p[split] = np.clip(0.3 + 0.4 * run.y[split] + rng.normal(0, 0.2, 40), 0, 1)
+    return run
+
+
+def test_validation_report_split_is_marked_optimistic():
+    """Without an official test split every number read on validation says so (the chosen route; see the notebook)."""
+    from utils import analysis
+
+    run = _scored_run("val")
+    held = analysis.held_out_metrics(run, n_resamples=50)
+    assert held["optimistic"] is True and "optimistic" in held["note"] and run.report_label == "val (optimistic)"
+    results = {"toy": {"alpha": 0.1, "held_out": held}}
+    assert analysis.metrics_frame(results).loc["toy", "split"] == "val (optimistic)"
+    intervals = analysis.interval_frame(results)
+    assert list(intervals["split"]) == ["own val (optimistic) split"]  # validation is the report split: one row
+    assert analysis.extra_frame(results)["dataset"].tolist() == ["own val (optimistic) split"]
+    tested = analysis.interval_frame({"toy": {"alpha": 0.1, "held_out": analysis.held_out_metrics(
+        _scored_run("test"), n_resamples=50)}})
+    assert list(tested["split"]) == ["val", "own test split"]
+    assert tested.iloc[1]["accuracy"].count("[") == 1  # "estimate [low, high]"
+
+
+def test_alpha_comparison_with_runs_sharing_an_alpha():
+    """Several seeds per alpha, two runs sharing alpha and seed: paired table, Holm, alpha chosen on validation."""
+    from utils import analysis, evaluation
+
+    rows = []
+    for alpha, gain, loss in ((0.0, 0.0, 0.3), (0.1, 0.05, 0.1), (0.2, -0.02, 0.2)):
+        for seed, base in ((42, 0.80), (43, 0.90), (44, 0.85)):
+            rows.append({"run": f"a{alpha}-s{seed}", "alpha": alpha, "seed": seed, "accuracy": base + gain,
+                         "roc_auc": 0.9 + gain, "val_log_loss": loss + seed / 1000, "val_accuracy": 0.9})
+    rows.append({**rows[-1], "run": "a0.2-s44-again"})
+    df = evaluation.alpha_table(rows)
+    comparison = analysis.alpha_comparison(df)
+    paired = comparison["paired"]
+    assert sorted(set(paired["metric"])) == ["accuracy", "roc_auc"]  # validation columns are not tested
+    assert comparison["tests"] == 4 and comparison["n_pairs"] == [3] and comparison["min_p"] == 0.25
+    assert (paired["p_holm"] >= paired["p_value"]).all()
+    gain = paired[(paired["alpha"] == 0.1) & (paired["metric"] == "accuracy")].iloc[0]
+    assert gain["mean_diff"] == pytest.approx(0.05) and gain["p_value"] == 0.25
+    best = comparison["best_alpha"]
+    assert best["alpha"] == 0.1 and best["chosen_on"] == "val" and best["criterion"] == "val_log_loss"
+    assert best["reported"]["accuracy"] == pytest.approx(0.90)  # its test numbers are only reported
+    table = analysis.paired_frame(paired)
+    assert table.iloc[0]["difference [95% CI]"] == "+0.0500 [+0.0500, +0.0500]"
+    assert analysis.paired_frame(paired.iloc[:0]).empty
+
+
+def test_runs_with_the_same_data_share_one_baseline_fit(tiny_run):
+    """Two alphas of one seed see the same images: the spectrum probe is fit once and reported for both."""
+    from utils import analysis
+
+    runs = [analysis.load_run(tiny_run, name=name) for name in ("a", "b")]
+    baselines = analysis.spectrum_baselines(runs, n_resamples=20)
+    assert list(baselines) == ["a", "b"] and baselines["a"] is baselines["b"]
+    assert list(baselines["a"]["results"]) == ["own test split"]

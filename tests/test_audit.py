@@ -206,3 +206,21 @@ def test_plots_return_figures_and_write_pngs(tmp_path):
     for name, figure in figures.items():
         assert isinstance(figure, Figure)
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shortcut_audit_warns_about_a_planted_file_size_shortcut_and_plots_it(tmp_path):
+    """Same image content in both classes, fakes saved at JPEG quality 40: the file size alone tells them apart."""
+    from matplotlib.figure import Figure
+
+    by_class = {"real": _make_set(tmp_path / "real", range(12), quality=95),
+                "fake": _make_set(tmp_path / "fake", range(12), quality=40)}
+    result = audit.shortcut_audit(by_class, seed=0, max_workers=1)
+    json.dumps(result)
+    assert result["n"] == {"real": 12, "fake": 12} and result["probes"]["file_size"]["balanced_accuracy"] > 0.9
+    assert any(w.startswith("trivial probe file_size separates real from fake") and "file size" in w
+               for w in result["warnings"])
+    assert len(result["warnings"]) == len(result["flagged"])
+    figure = audit.plot_shortcut_probes(result, path=tmp_path / "out" / "shortcuts.png")
+    assert isinstance(figure, Figure) and (tmp_path / "out" / "shortcuts.png").read_bytes()[:4] == b"\x89PNG"
+    too_few = audit.shortcut_audit({"real": by_class["real"][:1], "fake": by_class["fake"][:1]}, max_workers=1)
+    assert too_few["probes"] == {} and "shortcut probes skipped" in too_few["warnings"][0]

@@ -13,11 +13,12 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from utils.evaluation import (ROBUSTNESS_GRID, TRANSFORMS, alpha_summary, alpha_table, binary_metrics, choose_threshold,
-                              collect_predictions, equal_error_rate, expected_calibration_error, gaussian_blur,
-                              gaussian_noise, jpeg_recompress, plot_alpha, plot_confusion_matrix, plot_reliability,
-                              plot_robustness, plot_roc_pr, predict_proba, reliability_curve, rescale,
-                              robustness_table)
+from utils.evaluation import (ROBUSTNESS_GRID, TRANSFORMS, alpha_summary, alpha_table, binary_metrics,
+                              bootstrap_intervals, choose_alpha, choose_threshold, collect_predictions,
+                              equal_error_rate, expected_calibration_error, format_interval, gaussian_blur,
+                              gaussian_noise, holm, jpeg_recompress, paired_alpha_table, plot_alpha,
+                              plot_confusion_matrix, plot_reliability, plot_robustness, plot_roc_pr, predict_proba,
+                              reliability_curve, rescale, robustness_table, sign_flip_test)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -303,6 +304,134 @@ def test_alpha_summary_gives_mean_and_sample_std_per_alpha():
     assert list(alpha_summary(table).columns) == ["alpha", "runs", "accuracy", "accuracy_std"]
     with pytest.raises(ValueError, match="missing column"):
         alpha_summary(table, ["roc_auc"])
+
+
+# ------------------------------------------------------------------ uncertainty
+
+def _noisy_scores(n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n_per_class), np.ones(n_per_class)].astype(int)
+    return y, np.clip(0.4 + 0.2 * y + rng.normal(0, 0.2, len(y)), 0, 1)
+
+
+def test_bootstrap_resample_metrics_agree_with_sklearn(scores):
+    from utils.evaluation import _curve_metrics
+
+    y, p = scores
+    accuracy, auc, ap, eer = _curve_metrics(y, p, 0.5)
+    assert accuracy == pytest.approx(skm.accuracy_score(y, p >= 0.5))
+    assert auc == pytest.approx(skm.roc_auc_score(y, p))
+    assert ap == pytest.approx(skm.average_precision_score(y, p))
+    assert eer == pytest.approx(equal_error_rate(y, p)[0])
+    tied = np.round(p, 1)  # ties: one ROC point per distinct score
+    assert _curve_metrics(y, tied, 0.5)[2] == pytest.approx(skm.average_precision_score(y, tied))
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_n():
+    small = bootstrap_intervals(*_noisy_scores(20), n_resamples=400)
+    large = bootstrap_intervals(*_noisy_scores(400), n_resamples=400)
+    for result in (small, large):
+        json.dumps(result)
+        assert result["level"] == 0.95 and result["n_resamples"] == 400
+        for name in ("accuracy", "roc_auc", "average_precision", "eer"):
+            entry = result["metrics"][name]
+            assert entry["low"] <= entry["estimate"] <= entry["high"], name
+    for name in ("accuracy", "roc_auc"):
+        width = {k: r["metrics"][name]["high"] - r["metrics"][name]["low"] for k, r in (("s", small), ("l", large))}
+        assert width["l"] < 0.5 * width["s"], name  # ~ 1/sqrt(n): 20x the images, about a quarter of the width
+    y, p = _noisy_scores(20)
+    assert bootstrap_intervals(y, p, n_resamples=100, seed=3) == bootstrap_intervals(y, p, n_resamples=100, seed=3)
+    assert small["metrics"]["accuracy"]["estimate"] == binary_metrics(y, p)["accuracy"]
+
+
+def test_bootstrap_intervals_edge_cases():
+    perfect = bootstrap_intervals([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], n_resamples=50)
+    assert perfect["metrics"]["accuracy"] == {"estimate": 1.0, "low": 1.0, "high": 1.0}  # collapses: said in reports
+    one_class = bootstrap_intervals([1, 1, 1], [0.9, 0.4, 0.8], n_resamples=50)
+    assert one_class["metrics"]["roc_auc"] == {"estimate": None, "low": None, "high": None}
+    assert one_class["metrics"]["accuracy"]["low"] <= 2 / 3 <= one_class["metrics"]["accuracy"]["high"]
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_intervals([0, 1], [0.2, 0.8], n_resamples=0)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_intervals([0, 1], [0.2, 0.8], level=95)
+
+
+def test_format_interval():
+    assert format_interval({"estimate": 0.96666, "low": 0.93, "high": 0.99}) == "0.967 [0.930, 0.990]"
+    assert format_interval({"estimate": 0.5, "low": None, "high": None}, digits=2) == "0.50"
+    assert format_interval({"estimate": None, "low": None, "high": None}) is None
+
+
+# ------------------------------------------------------------------ paired tests over seeds
+
+def test_holm_matches_a_worked_example():
+    # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> monotone: 0.06.
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    adjusted = holm([0.2, None, 0.6, np.nan])  # untested entries stay NaN and do not enlarge the family
+    np.testing.assert_allclose(adjusted[[0, 2]], [0.4, 0.6])
+    assert np.isnan(adjusted[[1, 3]]).all()
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
+    assert holm([]).shape == (0,)
+    with pytest.raises(ValueError, match="\\[0, 1\\]"):
+        holm([1.5])
+
+
+def test_sign_flip_test_enumerates_every_sign_pattern():
+    three = sign_flip_test([0.9, 0.95, 1.0], [0.8, 0.8, 0.8])
+    assert three == {"n": 3, "p_value": 0.25, "min_p": 0.25, "exact": True}  # the smallest p 3 seeds can give
+    # diffs 1, -2, 3, 4 (sum 6): of the 16 sign patterns, 6 have |sum| >= 6 -> p = 0.375.
+    assert sign_flip_test([1, -2, 3, 4], [0, 0, 0, 0])["p_value"] == pytest.approx(0.375)
+    assert sign_flip_test([1, -2, 3, 4], [0, 0, 0, 0])["min_p"] == 0.125
+    assert sign_flip_test([0.5, 0.7], [0.5, 0.7])["p_value"] == 1.0  # no difference at all
+    assert sign_flip_test([2.0], [1.0])["p_value"] == 1.0  # one pair: both signs tie
+    with pytest.raises(ValueError, match="paired"):
+        sign_flip_test([1, 2], [1])
+
+
+def _sweep_rows():
+    """ReLU and two slopes over seeds 1-3 (alpha 0.1 is +0.05 in every seed), one unpaired seed, one repeated run."""
+    rows = [{"run": f"r0-{s}", "alpha": 0.0, "seed": s, "accuracy": a, "val_log_loss": 0.30}
+            for s, a in ((1, 0.80), (2, 0.90), (3, 0.85))]
+    rows += [{"run": f"r1-{s}", "alpha": 0.1, "seed": s, "accuracy": a + 0.05, "val_log_loss": 0.10}
+             for s, a in ((1, 0.80), (2, 0.90), (3, 0.85))]
+    rows += [{"run": "r2-1", "alpha": 0.2, "seed": 1, "accuracy": 0.70, "val_log_loss": 0.10},
+             {"run": "r2-1b", "alpha": 0.2, "seed": 1, "accuracy": 0.90, "val_log_loss": 0.10},  # same seed: averaged
+             {"run": "r2-9", "alpha": 0.2, "seed": 9, "accuracy": 1.00, "val_log_loss": 0.10}]  # no ReLU run to pair
+    return alpha_table(rows)
+
+
+def test_paired_alpha_table_pairs_by_seed_and_corrects_with_holm():
+    table = paired_alpha_table(_sweep_rows(), ["accuracy", "val_log_loss"])
+    assert list(table["alpha"]) == [0.1, 0.1, 0.2, 0.2] and list(table["metric"]) == ["accuracy", "val_log_loss"] * 2
+    acc = table.iloc[0]
+    assert acc["n_pairs"] == 3 and acc["mean_diff"] == pytest.approx(0.05)
+    assert acc["ci_low"] == pytest.approx(0.05) and acc["ci_high"] == pytest.approx(0.05)  # identical gains
+    assert acc["p_value"] == 0.25 and acc["min_p"] == 0.25
+    assert acc["baseline_mean"] == pytest.approx(0.85) and acc["alpha_mean"] == pytest.approx(0.90)
+    pair = table.iloc[2]  # alpha 0.2: only seed 1 pairs, its two runs averaged to 0.80
+    assert pair["n_pairs"] == 1 and pair["mean_diff"] == pytest.approx(0.0) and np.isnan(pair["ci_low"])
+    np.testing.assert_allclose(table["p_holm"], holm(table["p_value"].tolist()))
+    spread = paired_alpha_table(alpha_table([{"alpha": a, "seed": s, "m": v} for a, s, v in
+                                             ((0, 1, 0.1), (0, 2, 0.2), (0, 3, 0.3), (0, 4, 0.4),
+                                              (1e-2, 1, 0.3), (1e-2, 2, 0.3), (1e-2, 3, 0.6), (1e-2, 4, 0.5))]))
+    row = spread.iloc[0]  # diffs 0.2, 0.1, 0.3, 0.1: mean 0.175, sd 0.0957, t(3) 3.182
+    assert row["ci_low"] == pytest.approx(0.175 - 3.182446 * 0.0957427 / 2, abs=1e-4)
+    assert row["ci_high"] == pytest.approx(0.175 + 3.182446 * 0.0957427 / 2, abs=1e-4)
+    assert row["p_value"] == pytest.approx(0.125)  # every diff positive: 2 of 16 sign patterns
+    no_baseline = paired_alpha_table(alpha_table([{"alpha": 0.2, "seed": 1, "accuracy": 0.9}]))
+    assert no_baseline.empty and "p_holm" in no_baseline.columns
+    with pytest.raises(ValueError, match="'seed'"):
+        paired_alpha_table(alpha_table([{"alpha": 0.0, "accuracy": 0.9}]))
+
+
+def test_choose_alpha_uses_validation_only():
+    rows = _sweep_rows()
+    assert choose_alpha(rows) == 0.1  # 0.1 and 0.2 tie on val_log_loss: the smaller slope
+    assert choose_alpha(rows, "val_log_loss", lower_is_better=False) == 0.0
+    with pytest.raises(ValueError, match="validation metric"):
+        choose_alpha(rows, "accuracy")
+    with pytest.raises(ValueError, match="no 'val_auc'"):
+        choose_alpha(rows, "val_auc")
 
 
 # ------------------------------------------------------------------ plots

@@ -115,13 +115,38 @@ def test_grad_cam_bad_layer_name(trained):
 
 
 def test_grad_cam_on_the_project_model():
-    from utils.model import GRADCAM_LAYER, build_model
+    from utils.model import build_model
 
     model = build_model(alpha=0.2, image_size=64, weights=None, seed=0)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
-    maps = grad_cam(model, x, layer_name=GRADCAM_LAYER)
+    maps = grad_cam(model, x)  # default layer: the deepest map with >= 7x7 cells
     assert maps.shape == (2, 64, 64)
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+
+
+@pytest.mark.parametrize("size, layer, cells", [(32, "conv2_block3_out", 8), (64, "conv3_block4_out", 8),
+                                                (224, "conv5_block3_out", 7)])
+def test_gradcam_layer_has_at_least_7x7_cells_at_the_image_size(size, layer, cells):
+    """conv5_block3_out is 2x2 at 64 px: the chosen layer is the deepest block output that keeps >= 7x7."""
+    from utils.model import GRADCAM_MIN_CELLS, build_model, gradcam_layer
+
+    model = build_model(alpha=0.2, image_size=size, weights=None, seed=0)
+    name, shape = gradcam_layer(model)
+    assert (name, shape) == (layer, (cells, cells)) and min(shape) >= GRADCAM_MIN_CELLS
+    assert tuple(model.get_layer(name).output.shape[1:3]) == shape
+    # Nothing deeper qualifies: every later layer's map is smaller than 7x7 (or not a map at all).
+    later = model.layers[[layer.name for layer in model.layers].index(name) + 1:]
+    assert all(len(l.output.shape) != 4 or min(l.output.shape[1:3]) < GRADCAM_MIN_CELLS for l in later)
+
+
+def test_gradcam_layer_on_other_models():
+    from utils.model import gradcam_layer
+
+    assert gradcam_layer(tiny_model()) == ("target_conv", (SIZE, SIZE))  # GAP after it: the last map
+    inputs = keras.Input((6, 6, 3))
+    small = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inputs))))
+    with pytest.raises(ValueError, match="7x7"):
+        gradcam_layer(small)
 
 
 def test_overlay_blends_and_returns_uint8():

@@ -29,7 +29,7 @@ def explored(tmp_path_factory):
 def test_writes_report_and_figures(explored):
     _, out, _ = explored
     for name in ("audit.json", "explore.ipynb", "explore.html", "samples.png", "mean_images.png",
-                 "intensity_histograms.png", "spectra.png", "duplicates_exact.png"):
+                 "intensity_histograms.png", "spectra.png", "duplicates_exact.png", "shortcuts.png"):
         assert (out / name).is_file(), name
     assert_report_shows_figures(out / "explore.ipynb", out / "explore.html", sorted(out.glob("*.png")))
 
@@ -55,3 +55,16 @@ def test_planted_copy_is_an_exact_duplicate(explored):
     assert {pair["path_a"].rsplit("/", 1)[1], pair["path_b"].rsplit("/", 1)[1]} == {"000.jpg", "copy.jpg"}
     if pair["split_a"] != pair["split_b"]:  # the seeded split put the copies on both sides: leakage is warned
         assert any("exact duplicate pair(s) across splits" in w for w in report["warnings"])
+
+
+def test_shortcut_probes_flag_the_planted_quality_difference(explored):
+    """Real at JPEG quality 95, fake at 70: the file size alone separates them, and the audit says so."""
+    _, out, report = explored
+    shortcuts = report["shortcuts"]
+    assert shortcuts["n"] == {"real": 11, "fake": 10} and shortcuts["warn_at"] == 0.65
+    assert shortcuts["probes"]["file_size"]["balanced_accuracy"] > 0.9
+    assert shortcuts["probes"]["file_size"]["mean_real"] > shortcuts["probes"]["file_size"]["mean_fake"]
+    assert {"log_spectrum_1d", "all_scalars", "hf_share_0.3", "mean_gradient", "std_g"} <= set(shortcuts["probes"])
+    assert "file_size" in shortcuts["flagged"]
+    assert any(w.startswith("trivial probe file_size separates real from fake") for w in report["warnings"])
+    assert "Shortcut probes" in (out / "explore.html").read_text()

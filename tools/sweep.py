@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from tools.notebook import REPO_ROOT, load_params, parse_value, run_notebook
 
 DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
-DEFAULT_ROOT = "results/sweep"
+DEFAULT_ROOT = "runs/sweep"  # the committed reference sweep: --output-root results/sweep
 TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
 ANALYZE_NOTEBOOK = REPO_ROOT / "notebooks" / "analyze.ipynb"
 

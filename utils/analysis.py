@@ -1,4 +1,5 @@
-"""Analysis of trained runs: re-index a run's data, held-out metrics, calibration, robustness, Grad-CAM, other data."""
+"""Analysis of trained runs: re-index a run's data, held-out metrics with intervals, calibration, robustness, Grad-CAM,
+other data, a trivial spectrum-probe baseline beside the CNN, and the paired comparison of alphas over seeds."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from utils import data, evaluation
+from utils import data, evaluation, probes
 from utils.data import CLASS_NAMES, Split, cap_split
 from utils.runtime import to_jsonable, write_json
 
@@ -18,9 +19,20 @@ THRESHOLD_METHOD = "youden"  # how the validation split picks the decision thres
 THRESHOLD_FILE = "threshold.json"  # written into a run folder by the analysis; utils.predict reads it
 ECE_BINS = 15
 PREDICT_BATCH = 64
+BASELINE_TRAIN_IMAGES = 1000  # per class of the run's train split that the spectrum-probe baseline is fit on
+ALPHA_CRITERION = "val_log_loss"  # how a best alpha is chosen: lowest mean validation cross-entropy over its runs
+# Without an official test split the report split is the validation split, which also chose the best checkpoint and
+# the threshold: every number and figure read on it is marked with this note rather than passed off as a test score.
+OPTIMISTIC_NOTE = ("no official test split: these are validation numbers, and the validation split also chose the "
+                   "checkpoint and the threshold, so they are optimistic")
 # Flat per-run numbers that the alpha table and plot compare across runs.
 SUMMARY_METRICS = ("accuracy", "accuracy_real", "accuracy_fake", "precision", "recall", "f1", "roc_auc",
                    "average_precision", "eer")
+
+
+def split_label(report_split: str) -> str:
+    """How tables and figure titles name a report split: "test", or "val (optimistic)" (see OPTIMISTIC_NOTE)."""
+    return "test" if report_split == "test" else f"{report_split} (optimistic)"
 
 
 @dataclass
@@ -47,6 +59,11 @@ class Run:
     def image_size(self) -> int:
         """Input size the run was trained at."""
         return int(self.params["image_size"])
+
+    @property
+    def report_label(self) -> str:
+        """The report split as tables and figure titles name it: "test", or "val (optimistic)"."""
+        return split_label(self.report_split)
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
@@ -139,8 +156,18 @@ def load_run(run_dir: str | os.PathLike, data_dir: str | None = None, max_images
 
 # ------------------------------------------------------------------------------------------------ held-out metrics
 
-def held_out_metrics(run: Run, n_bins: int = ECE_BINS) -> dict[str, Any]:
-    """Report-split metrics at 0.5 and at the validation-chosen threshold, plus the ECE of P(fake)."""
+def validation_metrics(run: Run) -> dict[str, Any]:
+    """Validation metrics at 0.5 plus the cross-entropy (log loss): what a best alpha may be chosen on."""
+    from sklearn.metrics import log_loss
+
+    y, p = run.y["val"], run.p["val"]
+    return evaluation.binary_metrics(y, p, 0.5) | {"log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7),
+                                                                               labels=[0, 1]))}
+
+
+def held_out_metrics(run: Run, n_bins: int = ECE_BINS,
+                     n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """Report-split metrics at 0.5 and at the validation threshold, the ECE, and bootstrap intervals of both splits."""
     y, p = run.y[run.report_split], run.p[run.report_split]
     try:
         threshold = evaluation.choose_threshold(run.y["val"], run.p["val"], THRESHOLD_METHOD)
@@ -148,12 +175,17 @@ def held_out_metrics(run: Run, n_bins: int = ECE_BINS) -> dict[str, Any]:
         threshold = None
     return {
         "report_split": run.report_split,
+        "optimistic": run.report_split != "test",
+        "note": None if run.report_split == "test" else OPTIMISTIC_NOTE,
         "metrics": evaluation.binary_metrics(y, p, 0.5),
+        "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples),
         "val_threshold": threshold,
         "threshold_method": THRESHOLD_METHOD,
         "metrics_at_val_threshold": evaluation.binary_metrics(y, p, threshold) if threshold is not None else None,
         "ece": evaluation.expected_calibration_error(y, p, n_bins),
         "ece_bins": n_bins,
+        "val_metrics": validation_metrics(run),
+        "val_intervals": evaluation.bootstrap_intervals(run.y["val"], run.p["val"], 0.5, n_resamples),
     }
 
 
@@ -163,7 +195,7 @@ def metrics_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     for name, result in results.items():
         held = result["held_out"]
         m, mt = held["metrics"], held["metrics_at_val_threshold"] or {}
-        rows.append({"run": name, "alpha": result["alpha"], "split": held["report_split"], "n": m["n"],
+        rows.append({"run": name, "alpha": result["alpha"], "split": split_label(held["report_split"]), "n": m["n"],
                      **{k: m[k] for k in SUMMARY_METRICS}, "ece": held["ece"],
                      "val_threshold": held["val_threshold"], "accuracy_at_val_threshold": mt.get("accuracy")})
     return pd.DataFrame(rows).set_index("run")
@@ -186,11 +218,12 @@ def plot_held_out(run: Run, out: str | os.PathLike | None = None) -> list:
     y, p = run.y[run.report_split], run.p[run.report_split]
     out = Path(out) if out is not None else None
     m = evaluation.binary_metrics(y, p)
-    title = f"{run.name}: {run.report_split} split, threshold 0.5"
+    title = f"{run.name}: {run.report_label} split, threshold 0.5"
     figures = [evaluation.plot_confusion_matrix(m["confusion_matrix"], title=title,
                                                path=out / "confusion_matrix.png" if out else None)]
     if m["roc_auc"] is not None:
-        figures.append(evaluation.plot_roc_pr(y, p, label=run.name, path=out / "roc_pr.png" if out else None))
+        figures.append(evaluation.plot_roc_pr(y, p, label=f"{run.name}, {run.report_label}",
+                                              path=out / "roc_pr.png" if out else None))
     return figures
 
 
@@ -198,7 +231,7 @@ def plot_calibration(run: Run, out: str | os.PathLike | None = None):
     """Reliability diagram of P(fake) on the report split (saved under `out` when given)."""
     y, p = run.y[run.report_split], run.p[run.report_split]
     return evaluation.plot_reliability(y, p, n_bins=ECE_BINS, path=Path(out) / "reliability.png" if out else None,
-                                       title=f"{run.name}: reliability of P(fake), {run.report_split} split")
+                                       title=f"{run.name}: reliability of P(fake), {run.report_label} split")
 
 
 # ------------------------------------------------------------------------------------------------ robustness
@@ -231,15 +264,22 @@ def _titles(run: Run, idx: Sequence[int], heading: str | None = None) -> list[st
 
 def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | os.PathLike | None = None
                     ) -> tuple[dict[str, Any], list]:
-    """Grad-CAM (fake evidence, last conv block) over true/false real/fake examples and the most confident mistakes."""
+    """Grad-CAM (fake evidence) over true/false real/fake examples and the most confident mistakes.
+
+    The layer is the deepest with a map of at least 7x7 cells at the run's image size (utils.model.gradcam_layer),
+    named in the record with its map size: at 64 px the last block (2x2) could only show "everywhere".
+    """
     from utils import explanation
+    from utils.model import gradcam_layer
 
     split = run.splits[run.report_split]
     y, p = run.y[run.report_split], run.p[run.report_split]
     out = Path(out) if out is not None else None
     groups = explanation.select_examples(y, p, per_group=per_group)
     wrong = [int(i) for i in explanation.most_confident_mistakes(y, p, k=mistakes)]
-    record = {"groups": {g: [split.paths[i] for i in idx] for g, idx in groups.items()},
+    layer, cells = gradcam_layer(run.model)
+    record = {"layer": layer, "map_cells": list(cells), "image_size": run.image_size,
+              "groups": {g: [split.paths[i] for i in idx] for g, idx in groups.items()},
               "mistakes": [{"path": split.paths[i], "label": CLASS_NAMES[int(y[i])], "p_fake": float(p[i])}
                            for i in wrong]}
     figures = []
@@ -253,7 +293,10 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
                 (out / f"{name}.png").unlink(missing_ok=True)
             continue
         images = data.load_images([split.paths[i] for i in idx], run.image_size)
-        heatmaps = explanation.grad_cam(run.model, images)
+        heatmaps = explanation.grad_cam(run.model, images, layer_name=layer)
+        # The first panel names the layer and the split, so a saved figure says what it shows on its own.
+        titles = [f"{t}\n{layer} {cells[0]}x{cells[1]}, {run.report_label}" if k == 0 else t
+                  for k, t in enumerate(titles)]
         figures.append(explanation.plot_gradcam_grid(images, heatmaps, titles, ncols=max(per_group, 4),
                                                      path=out / f"{name}.png" if out else None))
     return record, figures
@@ -262,18 +305,25 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
 # ------------------------------------------------------------------------------------------------ other datasets
 
 def extra_datasets(run: Run, data_dirs: Sequence[str], max_images: int | None = None, threshold: float | None = None,
-                   batch_size: int = PREDICT_BATCH) -> dict[str, dict]:
-    """Metrics of the run on every image of each other dataset (cross-dataset / cross-generator generalisation)."""
+                   batch_size: int = PREDICT_BATCH, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES
+                   ) -> dict[str, dict]:
+    """Metrics (with bootstrap intervals) of the run on every image of each other dataset (cross-generator tests)."""
     results = {}
     for data_dir in data_dirs:
         split, info = dataset_split(data_dir, max_images, int(run.params["seed"]))
         y, p = predict_split(run.model, split, run.image_size, batch_size)
         key = str(data_dir)
         results[key] = {"dataset": info, "metrics": evaluation.binary_metrics(y, p, 0.5),
+                        "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples),
                         "metrics_at_val_threshold": (evaluation.binary_metrics(y, p, threshold)
                                                      if threshold is not None else None),
                         "ece": evaluation.expected_calibration_error(y, p, ECE_BINS)}
     return results
+
+
+def _own_split(report_split: str) -> str:
+    """How tables name a run's own report split: "own test split" or "own val (optimistic) split"."""
+    return f"own {split_label(report_split)} split"
 
 
 def extra_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -281,7 +331,7 @@ def extra_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for name, result in results.items():
         held = result["held_out"]
-        entries = [(f"own {held['report_split']} split", held["metrics"], held["ece"])]
+        entries = [(_own_split(held["report_split"]), held["metrics"], held["ece"])]
         entries += [(data_dir, extra["metrics"], extra["ece"]) for data_dir, extra in result.get("extra", {}).items()]
         for dataset, m, ece in entries:
             rows.append({"run": name, "dataset": dataset, "n": m["n"], "accuracy": m["accuracy"],
@@ -291,14 +341,118 @@ def extra_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def interval_frame(results: Mapping[str, Mapping[str, Any]], which: str = "all", digits: int = 3) -> pd.DataFrame:
+    """One row per (run, evaluated split): n and each interval metric as "estimate [low, high]" at threshold 0.5.
+
+    which: "own" (validation and report split), "extra" (the extra datasets) or "all".
+    """
+    if which not in ("own", "extra", "all"):
+        raise ValueError(f"which must be 'own', 'extra' or 'all', got {which!r}")
+    rows = []
+    for name, result in results.items():
+        held = result["held_out"]
+        entries = []
+        if which in ("own", "all"):
+            entries = [("val", held.get("val_intervals")), (_own_split(held["report_split"]), held.get("intervals"))]
+            if held["report_split"] == "val":
+                entries = entries[1:]  # the report split is the validation split: one row, marked optimistic
+        if which in ("extra", "all"):
+            entries += [(data_dir, extra.get("intervals")) for data_dir, extra in result.get("extra", {}).items()]
+        for split, intervals in entries:
+            if not intervals:
+                continue
+            rows.append({"run": name, "split": split, "n": intervals["n"],
+                         **{metric: evaluation.format_interval(intervals["metrics"][metric], digits)
+                            for metric in evaluation.INTERVAL_METRICS}})
+    return pd.DataFrame(rows, columns=["run", "split", "n", *evaluation.INTERVAL_METRICS])
+
+
+# ------------------------------------------------------------------------------------------------ trivial baseline
+
+def image_spectra(paths: Sequence[str], image_size: int, chunk: int = 256) -> np.ndarray:
+    """1-D log spectra (utils.probes) of images decoded and resized exactly as the CNN sees them, in chunks."""
+    parts = [probes.spectra_from_images(data.load_images(list(paths[i:i + chunk]), image_size))
+             for i in range(0, len(paths), chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, probes.SPECTRUM_BINS))
+
+
+def spectrum_baseline(run: Run, data_dirs: Sequence[str] = (), max_images: int | None = None,
+                      train_images: int | None = BASELINE_TRAIN_IMAGES,
+                      n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """The 1-D spectrum probe fit on the run's train split, scored on its report split and every extra dataset.
+
+    It sees the pixels the CNN sees (same decoding and resize) and is scored on the same images at P(fake) 0.5,
+    so the CNN's margin over it is what the network adds to a linear read-out of one global frequency profile.
+    """
+    seed = int(run.params["seed"])
+    train = cap_split(run.index.train, train_images, seed)
+    probe = probes.fit_spectrum_probe(image_spectra(train.paths, run.image_size), train.labels, seed)
+    splits = {_own_split(run.report_split): run.splits[run.report_split]}
+    splits |= {str(d): dataset_split(d, max_images, seed)[0] for d in data_dirs}
+    scored = {}
+    for key, split in splits.items():
+        y = np.asarray(split.labels)
+        p = probes.probe_p_fake(probe, image_spectra(split.paths, run.image_size))
+        scored[key] = {"metrics": evaluation.binary_metrics(y, p, 0.5),
+                       "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples)}
+    return {"probe": probes.SPECTRUM_PROBE, "features": f"{probes.SPECTRUM_BINS}-bin azimuthal log spectrum",
+            "model": "standardised logistic regression, balanced class weights", "image_size": run.image_size,
+            "train_counts": train.counts(), "threshold": 0.5, "results": scored}
+
+
+def spectrum_baselines(runs: Sequence[Run], data_dirs: Sequence[str] = (), max_images: int | None = None,
+                       train_images: int | None = BASELINE_TRAIN_IMAGES,
+                       n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, dict[str, Any]]:
+    """spectrum_baseline per run name, computed once per distinct input (same images, size and seed)."""
+    # The probe does not depend on alpha: the runs of a sweep that share a seed share one fit.
+    cache: dict[tuple, dict[str, Any]] = {}
+    baselines = {}
+    for run in runs:
+        key = (run.image_size, int(run.params["seed"]), tuple(run.index.train.paths),
+               tuple(run.splits[run.report_split].paths), run.report_split)
+        if key not in cache:
+            cache[key] = spectrum_baseline(run, data_dirs, max_images, train_images, n_resamples)
+        baselines[run.name] = cache[key]
+    return baselines
+
+
+def baseline_frame(results: Mapping[str, Mapping[str, Any]], digits: int = 3) -> pd.DataFrame:
+    """Per (run, dataset): the CNN's and the spectrum probe's accuracy and ROC AUC with intervals, and the AUC gain."""
+    rows = []
+    for name, result in results.items():
+        baseline = result.get("baseline")
+        if not baseline:
+            continue
+        held = result["held_out"]
+        cnn = {_own_split(held["report_split"]): held.get("intervals")}
+        cnn |= {d: extra.get("intervals") for d, extra in result.get("extra", {}).items()}
+        for dataset, probe in baseline["results"].items():
+            model = cnn.get(dataset)
+            if not model:
+                continue
+            row = {"run": name, "dataset": dataset, "n": probe["intervals"]["n"]}
+            for metric in ("accuracy", "roc_auc"):
+                row[f"CNN {metric}"] = evaluation.format_interval(model["metrics"][metric], digits)
+                row[f"probe {metric}"] = evaluation.format_interval(probe["intervals"]["metrics"][metric], digits)
+            cnn_auc, probe_auc = model["metrics"]["roc_auc"]["estimate"], probe["metrics"]["roc_auc"]
+            row["AUC gain over probe"] = (round(cnn_auc - probe_auc, digits)
+                                          if cnn_auc is not None and probe_auc is not None else None)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------------------------ several runs
 
 def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     """Flat numbers of one run for evaluation.alpha_table: held-out metrics, ECE, worst robustness and extra-data AUCs."""
     held = result["held_out"]
+    at_threshold = held.get("metrics_at_val_threshold") or {}
+    val = held.get("val_metrics") or {}
     row = {"run": name, "alpha": result["alpha"], "seed": result["params"]["seed"],
            **{k: held["metrics"][k] for k in SUMMARY_METRICS},
-           "ece": held["ece"]}
+           "accuracy_at_val_threshold": at_threshold.get("accuracy"), "ece": held["ece"],
+           # Validation numbers: what a best alpha may be chosen on (never a test number).
+           "val_log_loss": val.get("log_loss"), "val_accuracy": val.get("accuracy"), "val_roc_auc": val.get("roc_auc")}
     for entry in result.get("robustness", []):
         # The most degraded setting of each transform: the grid lists severities from clean to worst.
         row[f"roc_auc_{entry['transform']}_worst"] = entry["roc_auc"]
@@ -307,28 +461,74 @@ def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
+def tested_metrics(df: pd.DataFrame) -> list[str]:
+    """The alpha table's columns compared across alphas: numeric held-out results, not the validation columns."""
+    return [c for c in df.columns if c not in ("alpha", "baseline", "seed") and not c.startswith("val_")
+            and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def alpha_comparison(df: pd.DataFrame, baseline_alpha: float = 0.0) -> dict[str, Any]:
+    """Paired differences against the ReLU baseline over seeds (Holm-corrected) and the alpha chosen on validation."""
+    paired = evaluation.paired_alpha_table(df, tested_metrics(df), baseline_alpha)
+    best = None
+    if df["alpha"].nunique() > 1 and ALPHA_CRITERION in df.columns and df[ALPHA_CRITERION].notna().any():
+        alpha = evaluation.choose_alpha(df, ALPHA_CRITERION)
+        rows = df[df["alpha"] == alpha]
+        best = {"alpha": alpha, "criterion": ALPHA_CRITERION, "chosen_on": "val", "runs": int(len(rows)),
+                "reported": {m: float(rows[m].mean()) for m in ("accuracy", "roc_auc", "average_precision", "eer")
+                             if m in rows and rows[m].notna().any()}}
+    n_pairs = sorted(set(paired["n_pairs"].astype(int))) if len(paired) else []
+    return {"paired": paired, "best_alpha": best, "tests": int(paired["p_value"].notna().sum()) if len(paired) else 0,
+            "n_pairs": n_pairs, "min_p": float(paired["min_p"].min()) if paired["min_p"].notna().any() else None,
+            "test": "two-sided sign-flip permutation test of the mean paired difference (exact)",
+            "interval": "Student-t 95% interval of the mean paired difference", "correction": "Holm"}
+
+
+def paired_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """The paired alpha table for a report: difference with its interval as text, p-values, pairs and minimum p."""
+    if paired.empty:
+        return pd.DataFrame(columns=["alpha", "metric", "pairs", "ReLU mean", "alpha mean", "difference [95% CI]",
+                                     "p (sign-flip)", "min attainable p", "p (Holm)"])
+
+    def difference(row: pd.Series) -> str | None:
+        if pd.isna(row["mean_diff"]):
+            return None
+        if pd.isna(row["ci_low"]):
+            return f"{row['mean_diff']:+.{digits}f}"
+        return f"{row['mean_diff']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
+
+    return pd.DataFrame({"alpha": paired["alpha"], "metric": paired["metric"], "pairs": paired["n_pairs"],
+                         "ReLU mean": paired["baseline_mean"].round(digits),
+                         "alpha mean": paired["alpha_mean"].round(digits),
+                         "difference [95% CI]": paired.apply(difference, axis=1),
+                         "p (sign-flip)": paired["p_value"].round(3), "min attainable p": paired["min_p"].round(3),
+                         "p (Holm)": paired["p_holm"].round(3)})
+
+
 def analyze_run(run_dir: str | os.PathLike, data_dir: str | None = None, extra_data_dirs: Sequence[str] = (),
                 robustness_grid: Mapping[str, Iterable[float]] = evaluation.ROBUSTNESS_GRID,
                 robustness_images: int | None = 100, gradcam_samples: int = 4, max_images: int | None = None,
                 output_dir: str | os.PathLike | None = None, name: str | None = None,
-                run: Run | None = None) -> dict[str, Any]:
+                run: Run | None = None, baseline: bool = True,
+                n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """The whole analysis of one run as a JSON-ready dict; figures saved under output_dir when given."""
     run = run or load_run(run_dir, data_dir, max_images, name)
     out = Path(output_dir) if output_dir is not None else None
-    held = held_out_metrics(run)
+    held = held_out_metrics(run, n_resamples=n_resamples)
     record_threshold(run, held["val_threshold"])
     plot_held_out(run, out)
     plot_calibration(run, out)
     table = robustness(run, robustness_grid, robustness_images)
     if out is not None:
-        evaluation.plot_robustness(table, path=out / "robustness.png")
+        evaluation.plot_robustness(table, path=out / "robustness.png", title=f"{run.name}: {run.report_label} split")
     gradcam, _ = gradcam_figures(run, gradcam_samples, out=out) if gradcam_samples > 0 else ({}, [])
-    return to_jsonable(run_summary(run, held, table, gradcam,
-                                   extra_datasets(run, extra_data_dirs, max_images, held["val_threshold"])))
+    extra = extra_datasets(run, extra_data_dirs, max_images, held["val_threshold"], n_resamples=n_resamples)
+    probe = spectrum_baseline(run, extra_data_dirs, max_images, n_resamples=n_resamples) if baseline else None
+    return to_jsonable(run_summary(run, held, table, gradcam, extra, probe))
 
 
 def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gradcam: dict,
-                extra: dict) -> dict[str, Any]:
+                extra: dict, baseline: dict | None = None) -> dict[str, Any]:
     """The analysis.json entry of one run from its parts."""
     return to_jsonable({
         "run_dir": str(run.run_dir.resolve()), "alpha": float(run.params["alpha"]), "params": run.params,
@@ -336,5 +536,5 @@ def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gra
                     "counts": {k: s.counts() for k, s in run.splits.items()}},
         "data_warning": run.warning, "held_out": held,
         "robustness": robustness_table.to_dict("records") if robustness_table is not None else [],
-        "gradcam": gradcam, "extra": extra,
+        "gradcam": gradcam, "extra": extra, "baseline": baseline,
     })

@@ -1,4 +1,4 @@
-"""Dataset audit: per-class file properties (format/size/quality shortcuts), split leakage, spectral fingerprints."""
+"""Dataset audit: per-class file properties (format/size/quality shortcuts), trivial probes, split leakage, spectra."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter, JpegImagePlugin
 
+from utils import probes
 from utils.data import CLASS_NAMES, DatasetIndex, cap_split
 from utils.figures import finish, new_figure
 from utils.runtime import to_jsonable
@@ -673,3 +674,64 @@ def plot_duplicate_pairs(examples: Sequence[Mapping[str, Any]], n: int = 6, thum
                          + (f"\nHamming {example['distance']}" if row == 1 else ""), fontsize=7)
     finish(figure, path)
     return figure
+
+
+# ----------------------------------------------------------------------------------------------- shortcut probes
+
+# What each probe's feature stands for, in the warning's "a detector can learn ..." sentence.
+_PROBE_WHAT = {"file_size": "the file size", "bits_per_pixel": "the compression strength (bits per pixel)",
+               "mean_gradient": "the image sharpness", "laplacian_var": "the image sharpness",
+               "saturation": "the colour saturation", probes.ALL_SCALARS_PROBE: "a mix of global image statistics",
+               probes.SPECTRUM_PROBE: "a global frequency profile (one 1-D spectrum per image)"}
+
+
+def _probe_what(name: str) -> str:
+    if name.startswith(("hf_share", "hf_energy")):
+        return "the share of high-frequency content"
+    if name.startswith(("mean_", "std_")):
+        return "the colour statistics"
+    return _PROBE_WHAT.get(name, name)
+
+
+def shortcut_audit(paths_by_class: Mapping[str, Sequence[str | os.PathLike]], seed: int = 0,
+                   folds: int = probes.CV_FOLDS, warn_at: float = probes.WARN_ACCURACY,
+                   max_workers: int = 4) -> dict[str, Any]:
+    """Cross-validated trivial probes (utils.probes) on the images per class, with a warning per probe above warn_at."""
+    result = probes.probe_files(paths_by_class, folds=folds, seed=seed, warn_at=warn_at, max_workers=max_workers)
+    warnings = []
+    for name in result["flagged"]:
+        r = result["probes"][name]
+        warnings.append(f"trivial probe {name} separates real from fake: balanced accuracy "
+                        f"{r['balanced_accuracy']:.2f} (ROC AUC {r['roc_auc']:.2f}, {r['folds']}-fold logistic "
+                        f"regression; > {warn_at:.2f} warns) — {_CONSEQUENCE.format(what=_probe_what(name))}")
+    if not result["probes"]:
+        warnings.append("shortcut probes skipped: each class needs at least two readable images")
+    return to_jsonable(result | {"warnings": warnings})
+
+
+def plot_shortcut_probes(result: Mapping[str, Any], path: str | os.PathLike | None = None) -> Any:
+    """Balanced accuracy of every probe (fold spread, chance and warning lines) and the mean 1-D spectrum per class."""
+    table = probes.probe_table(result).iloc[::-1]  # best probe at the top of a horizontal bar chart
+    figure, axes = new_figure(1, 2, size=(5.2, max(3.2, 0.26 * len(table) + 1.2)))
+    bars, spectrum_ax = axes[0]
+    colours = ["tab:red" if flag else "tab:blue" for flag in table["shortcut"]]
+    bars.barh(table.index, table["balanced accuracy"], xerr=table["± (folds)"], color=colours, alpha=0.8,
+              capsize=2)
+    bars.axvline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+    bars.axvline(result["warn_at"], color="tab:red", linestyle="--", linewidth=1,
+                 label=f"warning ({result['warn_at']:.2f})")
+    bars.set(xlim=(0.3, 1.02), xlabel="cross-validated balanced accuracy",
+             title="Trivial probes (logistic regression)")
+    bars.tick_params(axis="y", labelsize=8)
+    bars.legend(loc="lower right", fontsize=8)
+    radius = (np.arange(result["spectrum_bins"]) + 0.5) * np.sqrt(2.0) / result["spectrum_bins"]
+    for name, spectrum in result.get("mean_spectrum", {}).items():
+        spectrum_ax.plot(radius, spectrum, label=name)
+    spectrum_ax.axvline(1.0, color="grey", linestyle="--", linewidth=0.8)  # Nyquist along an axis
+    spectrum_ax.set(xlabel="radial frequency / Nyquist (corner = sqrt 2)", ylabel="mean log(1 + |FFT|)",
+                    title="1-D spectrum fed to the spectrum probe")
+    if result.get("mean_spectrum"):
+        spectrum_ax.legend()
+    finish(figure, path)
+    return figure
+

@@ -1,4 +1,4 @@
-"""Evaluation: metrics (fake = positive class), calibration, robustness to image degradations, alpha sweeps, plots."""
+"""Evaluation: metrics (fake = positive), bootstrap intervals, calibration, robustness, alpha sweeps and tests, plots."""
 from __future__ import annotations
 
 import io
@@ -66,7 +66,11 @@ def equal_error_rate(y_true: Any, p_fake: Any) -> tuple[float, float]:
     if not _both_classes(y):
         raise ValueError("the equal error rate needs both real (0) and fake (1) labels in y_true")
     # Every threshold kept, so the interpolation runs between neighbouring operating points.
-    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    return _eer_from_curve(*roc_curve(y, p, drop_intermediate=False))
+
+
+def _eer_from_curve(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold) from a full ROC curve (sklearn's roc_curve with drop_intermediate=False)."""
     diff = (1.0 - tpr) - fpr  # FNR - FPR: +1 at the strictest threshold, -1 at the loosest
     i = int(np.argmax(diff <= 0))
     if diff[i] == 0 or i == 0:
@@ -336,6 +340,77 @@ def collect_predictions(model: Any, dataset: Iterable) -> tuple[np.ndarray, np.n
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Uncertainty: bootstrap confidence intervals of the metrics of one evaluated split
+# ----------------------------------------------------------------------------------------------------------------
+
+CI_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+# The metrics that get an interval: threshold accuracy and the three threshold-free ranking metrics.
+INTERVAL_METRICS = ("accuracy", "roc_auc", "average_precision", "eer")
+
+
+def _curve_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float, float, float]:
+    """(accuracy, ROC AUC, AP, EER) from one full ROC curve: one sort per bootstrap resample instead of three."""
+    from sklearn.metrics import roc_curve
+
+    accuracy = float(np.mean((p >= threshold) == (y == 1)))
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+    # Average precision as sklearn defines it: sum over thresholds of (recall step) x precision, without interpolation.
+    n_fake, n_real = int(y.sum()), int(len(y) - y.sum())
+    tps, fps = tpr[1:] * n_fake, fpr[1:] * n_real
+    ap = float(np.sum(np.diff(tpr) * tps / (tps + fps)))
+    return accuracy, auc, ap, _eer_from_curve(fpr, tpr, thresholds)[0]
+
+
+def bootstrap_intervals(y_true: Any, p_fake: Any, threshold: float = 0.5, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                        level: float = CI_LEVEL, seed: int = 0) -> dict[str, Any]:
+    """Percentile bootstrap intervals of accuracy, ROC AUC, AP and EER, resampling images within each class.
+
+    Resampling within each class (stratified) keeps both classes in every resample, so the ranking metrics stay
+    defined, and holds the class counts fixed, as they are by design in a test set. When every image is right, every
+    resample is too and the interval collapses onto the estimate: a bootstrap cannot show the uncertainty of a
+    perfect score (the rule of three bounds the error rate by 3/n at 95% instead); the reports say so.
+    """
+    y, p = _check_scores(y_true, p_fake)
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ranked = _both_classes(y)
+    point = binary_metrics(y, p, threshold)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y == k) for k in (0, 1) if (y == k).any()]
+    draws = np.full((int(n_resamples), len(INTERVAL_METRICS)), np.nan)
+    for b in range(int(n_resamples)):
+        idx = np.concatenate([rng.choice(m, size=len(m), replace=True) for m in members])
+        if ranked:
+            draws[b] = _curve_metrics(y[idx], p[idx], threshold)
+        else:  # one class: only accuracy is defined
+            draws[b, 0] = np.mean((p[idx] >= threshold) == (y[idx] == 1))
+    tail = 100 * (1 - level) / 2
+    intervals = {}
+    for k, name in enumerate(INTERVAL_METRICS):
+        column = draws[:, k]
+        defined = point[name] is not None and np.isfinite(column).any()
+        low, high = np.nanpercentile(column, [tail, 100 - tail]) if defined else (None, None)
+        intervals[name] = {"estimate": point[name], "low": None if low is None else float(low),
+                           "high": None if high is None else float(high)}
+    return {"level": level, "n_resamples": int(n_resamples), "seed": seed, "threshold": float(threshold),
+            "method": "percentile bootstrap, images resampled within each class", "n": int(len(y)),
+            "metrics": intervals}
+
+
+def format_interval(entry: Mapping[str, Any] | None, digits: int = 3) -> str | None:
+    """'0.967 [0.933, 0.992]' from an {"estimate", "low", "high"} entry; None when the metric is undefined."""
+    if not entry or entry.get("estimate") is None:
+        return None
+    if entry.get("low") is None:
+        return f"{entry['estimate']:.{digits}f}"
+    return f"{entry['estimate']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Alpha sweep
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -371,6 +446,124 @@ def alpha_summary(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.
     # Interleave each mean with its std so the table reads metric, metric_std, ...
     summary = summary[["runs"] + [c for m in metrics for c in (m, f"{m}_std")]]
     return summary.sort_index().reset_index()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paired comparison of each alpha with the ReLU baseline over seeds
+# ----------------------------------------------------------------------------------------------------------------
+
+def holm(p_values: Sequence[float | None]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control); None/NaN entries stay NaN and do not count."""
+    p = np.array([np.nan if v is None else float(v) for v in p_values], dtype=np.float64)
+    adjusted = np.full(len(p), np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    if len(tested) == 0:
+        return adjusted
+    if ((p[tested] < 0) | (p[tested] > 1)).any():
+        raise ValueError("p_values must lie in [0, 1]")
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    # The k-th smallest p is multiplied by (m - k); the running maximum keeps the adjusted values monotone.
+    steps = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted[order] = np.maximum.accumulate(steps)
+    return adjusted
+
+
+def sign_flip_test(treated: Any, baseline: Any) -> dict[str, Any]:
+    """Two-sided paired permutation test of the mean difference (every sign pattern of the pairs; exact up to 2^16).
+
+    With n pairs there are only 2^n sign patterns, so the smallest attainable p-value is 2 / 2^n (0.25 for 3 seeds):
+    returned as min_p, so a table can say when no result could have been significant.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(treated, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"treated and baseline must be 1-D and paired (same length), got {a.shape} and {b.shape}")
+    n = len(a)
+    if n == 0:
+        raise ValueError("sign_flip_test needs at least one pair")
+    exact = n <= 16
+    if n == 1 or np.allclose(a, b):  # one pair, or no difference: every sign pattern ties with the observed one
+        p = 1.0
+    else:
+        result = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis),
+                                        permutation_type="samples", vectorized=True, alternative="two-sided",
+                                        n_resamples=np.inf if exact else 9999, random_state=0)
+        p = float(result.pvalue)
+    return {"n": n, "p_value": p, "min_p": float(min(1.0, 2.0 / 2 ** n)) if exact else 1.0 / 10000,
+            "exact": exact}
+
+
+def _t_interval(diffs: np.ndarray, level: float) -> tuple[float, float]:
+    """Student-t interval of the mean paired difference; NaN with fewer than two pairs."""
+    from scipy import stats
+
+    if len(diffs) < 2:
+        return np.nan, np.nan
+    half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+    return float(diffs.mean() - half), float(diffs.mean() + half)
+
+
+def paired_alpha_table(df: pd.DataFrame, metrics: Sequence[str] | None = None, baseline_alpha: float = 0.0,
+                       pair_on: str = "seed", level: float = CI_LEVEL) -> pd.DataFrame:
+    """Each alpha against the baseline alpha, per metric: paired difference over seeds, t interval, sign-flip p, Holm.
+
+    Runs are paired by `pair_on` (the seed: same split, initialisation and data order), runs sharing an alpha and a
+    seed are averaged first. Holm's correction runs over every test in the table (all alphas x all metrics), the
+    family a reader scans. Rows without a pair (no baseline run with that seed) get n_pairs 0 and no test.
+    """
+    for column in ("alpha", pair_on):
+        if column not in df.columns:
+            raise ValueError(f"df has no {column!r} column (columns: {list(df.columns)}); expected alpha_table output")
+    if metrics is None:
+        metrics = [c for c in df.columns
+                   if c not in ("alpha", "baseline", pair_on) and pd.api.types.is_numeric_dtype(df[c])]
+    missing = set(metrics) - set(df.columns)
+    if missing:
+        raise ValueError(f"df is missing column(s) {sorted(missing)}; expected the output of alpha_table")
+    means = df.assign(alpha=df["alpha"].astype(float)).groupby(["alpha", pair_on])[list(metrics)].mean()
+    alphas = sorted(set(means.index.get_level_values("alpha")))
+    columns = ["alpha", "metric", "n_pairs", "baseline_mean", "alpha_mean", "mean_diff", "ci_low", "ci_high",
+               "p_value", "min_p", "p_holm"]
+    if baseline_alpha not in alphas:
+        return pd.DataFrame(columns=columns)
+    base = means.xs(baseline_alpha, level="alpha")
+    rows = []
+    for alpha in alphas:
+        if alpha == baseline_alpha:
+            continue
+        treated = means.xs(alpha, level="alpha")
+        for metric in metrics:
+            pairs = pd.concat([treated[metric].rename("a"), base[metric].rename("b")], axis=1, join="inner").dropna()
+            diffs = (pairs["a"] - pairs["b"]).to_numpy(dtype=np.float64)
+            row = {"alpha": alpha, "metric": metric, "n_pairs": len(diffs),
+                   "baseline_mean": float(pairs["b"].mean()) if len(diffs) else np.nan,
+                   "alpha_mean": float(pairs["a"].mean()) if len(diffs) else np.nan,
+                   "mean_diff": float(diffs.mean()) if len(diffs) else np.nan,
+                   "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "min_p": np.nan}
+            if len(diffs):
+                row["ci_low"], row["ci_high"] = _t_interval(diffs, level)
+                test = sign_flip_test(pairs["a"].to_numpy(), pairs["b"].to_numpy())
+                row["p_value"], row["min_p"] = test["p_value"], test["min_p"]
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=columns[:-1])
+    table["p_holm"] = holm(table["p_value"].tolist()) if len(table) else []
+    return table
+
+
+def choose_alpha(df: pd.DataFrame, criterion: str = "val_log_loss", lower_is_better: bool = True) -> float:
+    """The alpha with the best mean validation criterion over its runs (ties: the smaller alpha); never a test metric."""
+    if criterion not in df.columns:
+        raise ValueError(f"df has no {criterion!r} column (columns: {list(df.columns)}); expected a validation metric")
+    if not criterion.startswith("val_"):
+        raise ValueError(f"criterion must be a validation metric (a 'val_' column), got {criterion!r}: "
+                         "choosing on the test split would make its numbers optimistic")
+    means = df.assign(alpha=df["alpha"].astype(float)).groupby("alpha")[criterion].mean().dropna()
+    if means.empty:
+        raise ValueError(f"no run has a value of {criterion!r}")
+    best = means.min() if lower_is_better else means.max()
+    return float(means[means == best].index.min())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -454,7 +647,7 @@ def plot_reliability(y_true: Any, p_fake: Any, path: str | os.PathLike | None = 
     return fig
 
 
-def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None):
+def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None, title: str | None = None):
     """One panel per transform: ROC AUC and accuracy against severity (axis runs from clean to most degraded)."""
     missing = {"transform", "severity", "accuracy", "roc_auc"} - set(results.columns)
     if missing:
@@ -473,6 +666,8 @@ def plot_robustness(results: pd.DataFrame, path: str | os.PathLike | None = None
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("score")
     axes[0, 0].legend(loc="lower left")
+    if title:
+        fig.suptitle(title)
     finish(fig, path)
     return fig
 

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from utils.figures import finish, new_figure
-from utils.model import GRADCAM_LAYER
+from utils.model import gradcam_layer
 
 GROUPS = ("true_real", "true_fake", "false_real", "false_fake")
 
@@ -60,16 +60,19 @@ def _normalise(cams: np.ndarray) -> np.ndarray:
     return np.where(peaks > 0, cams / safe, 0.0).astype(np.float32)
 
 
-def grad_cam(model: keras.Model, images: Any, layer_name: str = GRADCAM_LAYER, class_index: int = 1,
+def grad_cam(model: keras.Model, images: Any, layer_name: str | None = None, class_index: int = 1,
              batch_size: int = 16) -> np.ndarray:
-    """Grad-CAM heatmaps [N, H, W] in 0..1 at the input resolution for class `class_index` (default 1 = fake)."""
+    """Grad-CAM heatmaps [N, H, W] in 0..1 at the input resolution for class `class_index` (default 1 = fake).
+
+    layer_name None: utils.model.gradcam_layer, the deepest map with at least 7x7 cells at the model's input size.
+    """
     x = np.asarray(images, dtype=np.float32)
     if x.ndim != 4:
         raise ValueError(f"images must be a batch shaped [N, H, W, C], got shape {x.shape}")
     n_classes = int(model.output.shape[-1])
     if not 0 <= class_index < max(n_classes, 2):
         raise ValueError(f"class_index must be in 0..{max(n_classes, 2) - 1}, got {class_index}")
-    grad_model, head = _grad_model(model, layer_name)
+    grad_model, head = _grad_model(model, layer_name or gradcam_layer(model)[0])
     height, width = x.shape[1:3]
     maps = []
     for start in range(0, len(x), batch_size):

@@ -11,7 +11,8 @@ from utils.augmentation import DEFAULT_AUGMENTATION, build_augmentation
 NUM_CLASSES = 2
 # keras.applications.resnet50.preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet channel means.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-GRADCAM_LAYER = "conv5_block3_out"
+# Grad-CAM needs a map with enough cells to localise anything: conv5_block3_out is 7x7 at 224 px but 2x2 at 64 px.
+GRADCAM_MIN_CELLS = 7
 
 
 @keras.saving.register_keras_serializable(package="deepfake")
@@ -66,7 +67,7 @@ def build_model(alpha: float = 0.2, image_size: int = 224, weights: str | None =
     augment = build_augmentation(**{**DEFAULT_AUGMENTATION, **(augmentation or {})}, seed=seed)
     x = augment(inputs) if augment.layers else inputs
     x = ResNetPreprocess(name="preprocess")(x)
-    # Built on our input so the clone below is one flat graph: Grad-CAM can reach conv5_block3_out by name.
+    # Built on our input so the clone below is one flat graph: Grad-CAM can reach any block output by name.
     stock = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x)
     body = replace_relu(keras.Model(inputs, stock.output), alpha, bn_momentum)
     if weights is not None:
@@ -77,6 +78,25 @@ def build_model(alpha: float = 0.2, image_size: int = 224, weights: str | None =
     # float32 head: softmax and cross-entropy stay stable under mixed precision.
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
     return keras.Model(body.inputs, outputs, name=f"leakyrelu{alpha:g}_resnet50")
+
+
+def gradcam_layer(model: keras.Model, min_cells: int = GRADCAM_MIN_CELLS) -> tuple[str, tuple[int, int]]:
+    """(name, (h, w)) of the deepest layer whose output is a spatial map of at least min_cells x min_cells.
+
+    For the ResNet50 that is the last block output before a stride that would shrink it below the minimum:
+    conv5_block3_out at 224 px (7x7), conv4_block6_out at 112 px (7x7), conv3_block4_out at 64 px (8x8).
+    """
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):  # a layer used several times has no single output
+            continue
+        if len(shape) == 4 and None not in shape[1:3] and min(shape[1], shape[2]) >= min_cells:
+            return layer.name, (int(shape[1]), int(shape[2]))
+    raise ValueError(f"model {model.name!r} has no layer with a spatial map of at least {min_cells}x{min_cells} "
+                     f"cells (input shape {model.input_shape}): too small an image_size for Grad-CAM")
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:
