@@ -246,3 +246,15 @@ def test_runs_with_the_same_data_share_one_baseline_fit(tiny_run):
     baselines = analysis.spectrum_baselines(runs, n_resamples=20)
     assert list(baselines) == ["a", "b"] and baselines["a"] is baselines["b"]
     assert list(baselines["a"]["results"]) == ["own test split"]
+
+
+def test_figure_runs_picks_one_run_per_alpha():
+    from types import SimpleNamespace
+
+    from utils.analysis import figure_runs
+
+    runs = [SimpleNamespace(name=f"a{a}-s{s}", params={"alpha": a}) for a in (0, 0.2) for s in (1, 2)]
+    assert [r.name for r in figure_runs(runs, "first-per-alpha")] == ["a0-s1", "a0.2-s1"]
+    assert figure_runs(runs, "all") == runs and figure_runs(runs, "none") == []
+    with pytest.raises(ValueError, match="per_run_figures must be one of"):
+        figure_runs(runs, "some")

@@ -2,8 +2,7 @@
 import json
 
 import pytest
-
-from conftest import TINY_TRAIN_PARAMS
+from conftest import TINY_TRAIN_PARAMS, assert_report_shows_figures
 
 
 def test_run_folder_names():
@@ -15,7 +14,7 @@ def test_run_folder_names():
 
 def test_seeds_give_one_run_per_alpha_and_seed(monkeypatch, tmp_path):
     """The plumbing only (notebook runs recorded, not executed): folders, each run's seed, the analysis over all."""
-    from utils import sweep
+    from tools import sweep
 
     calls = []
     monkeypatch.setattr(sweep, "run_notebook", lambda notebook, params: calls.append((notebook.name, params)))
@@ -26,6 +25,7 @@ def test_seeds_give_one_run_per_alpha_and_seed(monkeypatch, tmp_path):
                        (0.2, 1, f"{root}/alpha-0.2/seed-1", 3), (0.2, 2, f"{root}/alpha-0.2/seed-2", 3)]
     (name, analysis_params), = [c for c in calls if c[0] == "analyze.ipynb"]
     assert analysis_params["run_dirs"] == result["run_dirs"] == [t[2] for t in trained]
+    assert analysis_params["per_run_figures"] == "first-per-alpha"  # several seeds: one run per alpha is drawn
     calls.clear()
     sweep.sweep([0.1], {"seed": 42}, tmp_path, analyze=False)  # no seeds: the parameters' seed, no seed folder
     assert [(p["seed"], p["output_dir"]) for _, p in calls] == [(42, f"{root}/alpha-0.1")]
@@ -46,7 +46,7 @@ def test_tiny_sweep_trains_each_alpha_and_compares_them(tiny_dataset, tiny_run, 
     """alpha 0 is trained (1 epoch); alpha 0.2 reuses a copy of the tiny run, as the sweep reuses finished runs."""
     import shutil
 
-    from utils import sweep
+    from tools import sweep
 
     shutil.copytree(tiny_run, tmp_path / "alpha-0.2")
     model_time = (tmp_path / "alpha-0.2" / "model.keras").stat().st_mtime_ns
@@ -68,3 +68,6 @@ def test_tiny_sweep_trains_each_alpha_and_compares_them(tiny_dataset, tiny_run, 
     assert [(row["alpha"], row["runs"]) for row in by_alpha] == [(0.0, 1), (0.2, 1)]
     assert by_alpha[1]["accuracy"] == table[1]["accuracy"] and by_alpha[1]["accuracy_std"] is None  # one seed
     assert (tmp_path / "analysis" / "alpha.png").is_file() and (tmp_path / "analysis" / "analyze.html").is_file()
+    analysis_dir = tmp_path / "analysis"
+    assert_report_shows_figures(analysis_dir / "analyze.ipynb", analysis_dir / "analyze.html",
+                                sorted(analysis_dir.rglob("*.png")))

@@ -60,7 +60,9 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
     analysis_dir = root / "analysis"
     if analyze:
         print(f"[sweep] analysing {len(run_dirs)} runs into {analysis_dir}", flush=True)
-        run_notebook(ANALYZE_NOTEBOOK, {**(analysis_params or {}), "run_dirs": run_dirs,
+        # Several seeds per alpha: one run per alpha gets the per-run figures, every run is in the tables.
+        defaults = {"per_run_figures": "first-per-alpha"} if seeds is not None and len(seeds) > 1 else {}
+        run_notebook(ANALYZE_NOTEBOOK, {**defaults, **(analysis_params or {}), "run_dirs": run_dirs,
                                         "output_dir": str(analysis_dir)})
     return {"run_dirs": run_dirs, "analysis_dir": str(analysis_dir) if analyze else None}
 

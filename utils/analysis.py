@@ -213,6 +213,29 @@ def record_threshold(run: Run, threshold: float | None) -> Path | None:
         return None
 
 
+# Which runs get per-run figures: a seeded sweep has many runs per alpha, and fifteen copies of each figure would
+# bury the comparison (and the report's size); their numbers are in the tables either way.
+PER_RUN_FIGURES = ("all", "first-per-alpha", "none")
+
+
+def figure_runs(runs: Sequence[Run], mode: str = "all") -> list[Run]:
+    """The runs whose per-run figures the report shows: all of them, the first run of each alpha, or none."""
+    if mode not in PER_RUN_FIGURES:
+        raise ValueError(f"per_run_figures must be one of {PER_RUN_FIGURES}, got {mode!r}")
+    if mode == "none":
+        return []
+    if mode == "all":
+        return list(runs)
+    seen: set[float] = set()
+    chosen = []
+    for run in runs:
+        alpha = float(run.params["alpha"])
+        if alpha not in seen:
+            seen.add(alpha)
+            chosen.append(run)
+    return chosen
+
+
 def plot_held_out(run: Run, out: str | os.PathLike | None = None) -> list:
     """Confusion matrix at 0.5 and ROC/PR curves of the report split (saved under `out` when given)."""
     y, p = run.y[run.report_split], run.p[run.report_split]

@@ -10,7 +10,9 @@ import numpy as np
 
 from utils.runtime import write_atomic
 
-DPI = 110
+# Reports embed every figure twice over (the PNG beside the report and its base64 copy inside the HTML): 80 dpi
+# keeps a 10-inch figure 800 px wide, sharp in a browser, at about half the bytes of 110 dpi.
+DPI = 80
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (5.0, 4.0),
@@ -26,7 +28,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (5.0,
 def png_bytes(fig: Any, dpi: int = DPI) -> bytes:
     """The figure rendered to PNG bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pil_kwargs={"optimize": True})
     return buffer.getvalue()
 
 
