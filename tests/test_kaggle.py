@@ -1,8 +1,8 @@
 """tools.kaggle: the build (metadata, parameters, embedded utils, no secrets) and the real CLI against a stand-in.
 
-No internet and no Kaggle account: the CLI's endpoint table (kagglesdk.kaggle_env) is pointed at a small HTTP server
-on 127.0.0.1 that records what the CLI sends and answers SaveKernel, GetKernelSessionStatus and
-ListKernelSessionOutput the way Kaggle does.
+No internet and no Kaggle account: the CLI's endpoint table (kagglesdk.kaggle_env) is pointed at a stand-in Kaggle on
+127.0.0.1 (tests/kaggle_standin.py) that executes each pushed notebook in a simulated /kaggle and serves back only
+what /kaggle/working then holds and the log, under Kaggle's session limit, with version numbers and a 401.
 """
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from kaggle_standin import QUOTA_ERROR, SESSION_LIMIT_ERROR, KaggleStandIn, tiny_140k
 from tools import kaggle as kg
+from tools.notebook import parse_value
+from utils.report import count_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "k3y-" + "9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # a fake legacy key: must never leave the process
@@ -30,15 +31,36 @@ DATA_ERROR = ("no dataset attached under /kaggle/input: add xhlulu/140k-real-and
               "(kernel-metadata.json dataset_sources)")
 
 
+TINY_BODY = """\
+from PIL import Image
+from utils import runtime
+out = runtime.resolve_output_dir(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+runtime.write_json(out / "metrics.json", {"alpha": alpha, "finished": True})
+Image.new("RGB", (8, 8), (200, 30, 30)).save(out / "figure.png")
+root = runtime.input_root()
+seen = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "140k" not in str(p))
+runtime.write_json(out / "inputs.json", {"files": seen})
+for i in range(extra_files):
+    (out / "extra").mkdir(exist_ok=True)
+    (out / "extra" / f"{i:03d}.txt").write_text(str(i))
+print("alpha", alpha)
+if fail:
+    raise ValueError(f"alpha {alpha} refused by the tiny notebook")
+"""
+
+
 def make_notebook(path: Path, with_parameters: bool = True) -> Path:
-    """A tiny notebook with a `parameters` cell (alpha, output_dir) and a cell that imports utils."""
+    """A tiny notebook (seconds to run): writes metrics.json, a PNG, what it found under the input folder and
+    `extra_files` files into output_dir through the embedded utils; raises when `fail`."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    params = nbformat.v4.new_code_cell("alpha = 0.2\noutput_dir = 'results/run'")
+    params = nbformat.v4.new_code_cell("alpha = 0.2\noutput_dir = 'results/run'\nextra_files = 0\nfail = False\n"
+                                       "weights = None")
     if with_parameters:
         params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import utils.runtime\nprint('alpha', alpha)")]
+    nb.cells = [params, nbformat.v4.new_code_cell(TINY_BODY)]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
@@ -211,198 +233,239 @@ def test_real_train_notebook_builds_if_present(creds, tmp_path):
     assert "alpha = 0.1" in cells_tagged(nb, "injected-parameters")[0]
 
 
+def test_long_variants_get_short_unique_titles():
+    """Any number of parameters: a title of at most 50 characters whose slug it resolves to, unique per variant."""
+    cli = [("alpha", "0.1"), ("epochs", "1"), ("image_size", "32"), ("batch_size", "8")]
+    params = {name: parse_value(value) for name, value in cli}
+    title = kg.variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli, params)
+    assert len(title) <= kg.TITLE_MAX and len(kg.slugify(title)) <= kg.TITLE_MAX
+    assert title.startswith("train kaggle-t4x2 alpha 0.1")
+    other = kg.variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli[:3] + [("batch_size", "16")],
+                             {**params, "batch_size": 16})
+    assert other != title and kg.slugify(other) != kg.slugify(title)
+    assert kg.variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli, params) == title  # stable
+    many = [(f"parameter_{i}", str(i)) for i in range(30)]
+    assert len(kg.variant_title(Path("train.ipynb"), None, many, dict(many))) <= kg.TITLE_MAX
+    long_prefix = kg.fit_title(["x" * 60, "alpha 0.1"], {"alpha": 0.1})
+    assert len(long_prefix) <= kg.TITLE_MAX and kg.SLUG_RE.fullmatch(kg.slugify(long_prefix))
+
+
+def test_imagenet_refused_unless_internet(creds, tmp_path):
+    """weights='imagenet' would fail on the offline kernel after the dataset scan: refused at build time, with how
+    to attach the weights as a dataset; --internet switches the kernel's internet on instead."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    with pytest.raises(kg.KaggleError, match="internet off") as info:
+        kg.build_kernel(notebook, {"weights": "imagenet"}, USER, "train imagenet", build_root=tmp_path / "b")
+    assert kg.IMAGENET_NOTOP_FILE in str(info.value) and "dataset_sources" in str(info.value)
+    assert "-p weights /kaggle/input/" in str(info.value) and "--internet" in str(info.value)
+    assert not (tmp_path / "b").exists()
+    folder = kg.build_kernel(notebook, {"weights": "imagenet"}, USER, "train imagenet", build_root=tmp_path / "b",
+                             internet=True)
+    assert json.loads((folder / "kernel-metadata.json").read_text())["enable_internet"] is True
+
+
 # ---------------------------------------------------------------------------------------------- stand-in Kaggle
 
 
-class StandIn:
-    """A tiny Kaggle on 127.0.0.1: records the CLI's calls and answers them from per-kernel scripts."""
-
-    def __init__(self):
-        self.calls: list[dict] = []
-        self.statuses: dict[str, list[tuple[str, str | None]]] = {}
-        self.push_answer: dict | None = None
-        self.push_http: tuple[int, dict] | None = None
-        self.logs: dict[str, str] = {}
-        self.files: dict[str, bytes] = {}
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def _send(self, code: int, body: bytes, ctype: str = "application/json"):
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                method = self.path.rsplit("/", 1)[-1]
-                stand_in.calls.append({"path": self.path, "method": method, "body": body,
-                                       "auth": self.headers.get("Authorization", "")})
-                code, answer = stand_in.answer(method, body)
-                self._send(code, json.dumps(answer).encode())
-
-            def do_GET(self):
-                name = self.path.split("/files/", 1)[-1]
-                if name not in stand_in.files:
-                    self._send(404, b"not found", "text/plain")
-                else:
-                    self._send(200, stand_in.files[name], "application/octet-stream")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def answer(self, method: str, body: dict) -> tuple[int, dict]:
-        """Kaggle's answer to one call."""
-        if method == "SaveKernel":
-            if self.push_http:
-                return self.push_http
-            if self.push_answer:
-                return 200, self.push_answer
-            return 200, {"ref": f"/code/{body['slug']}", "url": f"{self.url}/code/{body['slug']}",
-                         "versionNumber": 1}
-        slug = f"{body.get('userName')}/{body.get('kernelSlug')}"
-        if method == "GetKernelSessionStatus":
-            script = self.statuses.setdefault(slug, [("COMPLETE", None)])
-            state, message = script.pop(0) if len(script) > 1 else script[0]
-            return 200, {"status": state, **({"failureMessage": message} if message else {})}
-        if method == "ListKernelSessionOutput":
-            files = [{"fileName": name, "url": f"{self.url}/files/{name}"} for name in self.files]
-            return 200, {"files": files, "log": self.logs.get(slug, "")}
-        return 404, {"code": 404, "message": f"no such method {method}"}
-
-    def method_calls(self, method: str) -> list[dict]:
-        """The recorded calls of one API method."""
-        return [c for c in self.calls if c["method"] == method]
+@pytest.fixture(scope="module")
+def dataset_140k(tmp_path_factory):
+    """A few generated images per class in the 140k layout, attached to every stand-in run."""
+    return tiny_140k(tmp_path_factory.mktemp("data") / "faces")
 
 
 @pytest.fixture
-def stand_in(creds, monkeypatch):
-    """The stand-in, with the real CLI pointed at it (KAGGLE_API_ENVIRONMENT=LOCALHOST, endpoint table patched)."""
+def stand_in(creds, tmp_path, monkeypatch, dataset_140k):
+    """The stand-in Kaggle, with the real CLI pointed at it (KAGGLE_API_ENVIRONMENT=LOCALHOST, endpoint table)."""
     from kagglesdk import kaggle_env
 
-    server = StandIn()
+    server = KaggleStandIn(tmp_path / "kaggle", dataset_140k)
     server.thread.start()
     monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
     monkeypatch.setitem(kaggle_env._env_to_endpoint, kaggle_env.KaggleEnv.LOCAL, server.url)
     yield server
+    server.wait_idle()
     server.server.shutdown()
     server.server.server_close()
 
 
-def executed_copy(notebook_text: str, marker: str) -> bytes:
-    """What Kaggle returns as __notebook__.ipynb: the pushed notebook with an output in its last cell."""
-    nb = nbformat.reads(notebook_text, as_version=4)
-    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text=marker + "\n")]
-    return nbformat.writes(nb).encode()
-
-
-def test_push_wait_pull_against_stand_in(stand_in, tmp_path, capsys):
-    """`push notebooks/train.ipynb -p alpha 0.1 --wait --pull`: build, push, status, pull, HTML via the real CLI."""
-    notebook = make_notebook(tmp_path / "notebooks" / "train.ipynb")
-    build, results = tmp_path / "build" / "kaggle", tmp_path / "results"
-    stand_in.statuses["tester/train-alpha-0-1"] = [("QUEUED", None), ("RUNNING", None), ("COMPLETE", None)]
-    stand_in.files["results/run/metrics.json"] = b'{"val_auc": 0.97}'
-
-    def serve_executed(method, body, original=stand_in.answer):
-        # Kaggle's executed notebook is the pushed one with outputs: build it from what the CLI sent.
-        if method == "SaveKernel":
-            stand_in.files[kg.EXECUTED_NOTEBOOK] = executed_copy(body["text"], "val_auc 0.97 from the stand-in")
-        return original(method, body)
-
-    stand_in.answer = serve_executed
-    code = kg.main(["push", str(notebook), "-p", "alpha", "0.1", "--wait", "--pull", "--poll", "0.01",
-                    "--build-dir", str(build), "--results-dir", str(results)])
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """python -m tools.kaggle in-process: exit code, stdout, stderr."""
+    code = kg.main(argv)
     out, err = capsys.readouterr()
-    assert code == 0, err
+    return code, out, err
 
-    # What the CLI sent to SaveKernel.
+
+def test_push_wait_pull_train_notebook(stand_in, tmp_path, capsys):
+    """`push notebooks/train.ipynb ... --wait --pull`: the real notebook runs in the simulated /kaggle; the listing
+    holds no executed notebook, yet results/<slug>/ gets the run's files and a report showing its figures."""
+    build, results = tmp_path / "build", tmp_path / "results"
+    stand_in.unauthorized_calls = {2}  # the second status poll meets an expired token
+    code, out, err = run_cli(["push", str(REPO_ROOT / "notebooks" / "train.ipynb"), "-p", "epochs", "1",
+                              "-p", "image_size", "32", "-p", "batch_size", "4", "-p", "rotation", "0", "-p", "zoom",
+                              "0", "-p", "output_dir", "run", "--wait", "--pull", "--poll", "0.2", "--poll-max", "1",
+                              "--build-dir", str(build), "--results-dir", str(results)], capsys)
+    assert code == 0, err + out[-3000:]
+
     (push,) = stand_in.method_calls("SaveKernel")
-    assert push["path"] == "/api/v1/kernels.KernelsApiService/SaveKernel"
     sent = push["body"]
-    assert sent["slug"] == "tester/train-alpha-0-1" and sent["newTitle"] == "train alpha 0.1"
-    assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableGpu"] is True
-    assert sent["datasetDataSources"] == ["xhlulu/140k-real-and-fake-faces"]
-    assert sent["isPrivate"] is True and sent["enableInternet"] is False
-    assert sent["language"] == "python" and sent["kernelType"] == "notebook"
-    pushed = json.loads(sent["text"])
-    assert "alpha = 0.1" in cells_tagged(pushed, "injected-parameters")[0]
-    assert "utils/data.py" in payload_files(cells_tagged(pushed, kg.UTILS_CELL_TAG)[0])
-    assert base64.b64decode(push["auth"].split()[1]).decode() == f"{USER}:{SECRET}"  # legacy key, in the header only
+    slug = sent["slug"].split("/")[1]
+    assert len(sent["newTitle"]) <= kg.TITLE_MAX and kg.slugify(sent["newTitle"]) == slug  # 5 parameters, short
+    assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableInternet"] is False
+    assert sent["datasetDataSources"] == ["xhlulu/140k-real-and-fake-faces"] and not sent.get("kernelDataSources")
+    assert base64.b64decode(push["auth"].split()[1]).decode() == f"{USER}:{SECRET}"
 
-    # Status polled until COMPLETE, then the outputs listed and downloaded.
+    # The pushed version is followed by number; the expired token is re-authenticated once.
     polls = stand_in.method_calls("GetKernelSessionStatus")
-    assert len(polls) == 3 and polls[0]["body"] == {"userName": "tester", "kernelSlug": "train-alpha-0-1"}
-    assert stand_in.method_calls("ListKernelSessionOutput")
-    dest = results / "train-alpha-0-1"
-    assert json.loads((dest / "results" / "run" / "metrics.json").read_text()) == {"val_auc": 0.97}
-    assert (dest / kg.EXECUTED_NOTEBOOK).is_file()
-    html = (dest / "train-alpha-0-1.html").read_text()
-    assert "val_auc 0.97 from the stand-in" in html
-    assert "QUEUED" in out and "RUNNING" in out and "COMPLETE" in out
+    assert all(p["body"].get("versionLabel") == "v1" for p in polls)
+    assert [p["code"] for p in polls[:2]] == [200, 401] and polls[-1]["code"] == 200
+    assert "re-authenticating once" in err
 
-    # The key was never printed, written into the build or pushed as content.
-    assert SECRET not in out + err + sent["text"] + json.dumps({k: v for k, v in sent.items() if k != "text"})
-    for path in build.rglob("*"):
-        if path.is_file():
-            assert SECRET not in path.read_text()
+    # The listing held the run's files and the log, not the executed notebook; the report came from the kernel.
+    dest = results / slug
+    run = dest / "run"
+    assert not (dest / kg.EXECUTED_NOTEBOOK).exists() and (dest / f"{slug}.log").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finished"] is True and metrics["epochs_run"] == 1
+    assert metrics["params"]["time_budget_hours"] is None and (run / "model.keras").is_file()
+    assert json.loads((dest / kg.BUILD_RECORD).read_text())["slug"] == slug
+    pngs = sorted(run.glob("*.png"))
+    assert {p.name for p in pngs} == {"training_curves.png", "confusion_matrix.png"}
+    report = (dest / f"{slug}.html").read_text()
+    assert count_images(report) == len(pngs)
+    assert report == (run / "train.html").read_text()
+    assert "LeakyReLU" in report and "Traceback" not in report
+    assert SECRET not in out + err + report
 
 
-def test_status_error_surfaces_the_notebook_exception(stand_in, capsys):
-    """On ERROR, status prints Kaggle's failure message and the DataError from the run log; exit code 3."""
-    ref = "tester/train-alpha-0-3"
-    stand_in.statuses[ref] = [("RUNNING", None), ("ERROR", "Your notebook tried to run a cell that raised.")]
-    records = [
-        {"stream_name": "stdout", "time": 1.5, "data": "utils from commit abc123\n"},
-        {"stream_name": "stderr", "time": 9.1, "data": "papermill.exceptions.PapermillExecutionError: \n"},
-        {"stream_name": "stderr", "time": 9.2, "data": f"\x1b[0;31mDataError\x1b[0m: {DATA_ERROR}\n"},
-    ]
-    stand_in.logs[ref] = json.dumps(records)
-    code = kg.main(["status", "train-alpha-0-3", "--wait", "--poll", "0.01"])
-    out, err = capsys.readouterr()
-    assert code == kg.EXIT_RUN_FAILED
-    assert "Your notebook tried to run a cell that raised." in err
-    assert f"DataError: {DATA_ERROR}" in err
-    assert "Traceback" not in out + err
+def test_error_run_is_reported_from_the_log_and_its_files(stand_in, tmp_path, capsys):
+    """An ERROR run of a newer version: status follows that version, prints the notebook's exception, and pull
+    leaves a report with the log's traceback and what the run wrote (every page of the listing)."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    ref = "tester/train-alpha-0-3-extra-files-25-fail-true"
+    stand_in.add_version(ref, "COMPLETE", {"old.txt": "from version 1"})  # an earlier version that worked
+    results = tmp_path / "results"
+    code, out, err = run_cli(["push", str(notebook), "-p", "alpha", "0.3", "-p", "extra_files", "25", "-p", "fail",
+                              "True", "--pull", "--poll", "0.2", "--poll-max", "1", "--build-dir",
+                              str(tmp_path / "b"), "--results-dir", str(results)], capsys)
+    assert code == kg.EXIT_RUN_FAILED, err
+    assert "version 2" in out
+    assert all(p["body"].get("versionLabel") == "v2" for p in stand_in.method_calls("GetKernelSessionStatus"))
+    assert "the notebook raised ValueError: alpha 0.3 refused by the tiny notebook" in err
+    dest = results / ref.split("/")[1]
+    assert not (dest / "old.txt").exists()  # version 2's outputs, not version 1's
+    assert len(list((dest / "results" / "run" / "extra").iterdir())) == 25  # two pages of the listing
+    assert len(stand_in.method_calls("ListKernelSessionOutput")) >= 2
+    report = (dest / f"{ref.split('/')[1]}.html").read_text()
+    assert "The run failed" in report and "ValueError" in report and "refused by the tiny notebook" in report
+    assert "Traceback" in report or "Exception encountered" in report
+    assert count_images(report) == 1 and "extra/024.txt" in report
+
+    # `status` alone, later: the latest version, the same message; exit code 3.
+    code, out, err = run_cli(["status", ref.split("/")[1]], capsys)
+    assert code == kg.EXIT_RUN_FAILED and "ValueError: alpha 0.3 refused" in err and "Traceback" not in out + err
+
+    # `pull` alone, later, of version 1: that version's files and a report of its own.
+    (dest / "results").rename(tmp_path / "v2-results")
+    code, out, err = run_cli(["pull", f"{ref}/1", "--results-dir", str(results)], capsys)
+    assert code == 0, err
+    assert (dest / "old.txt").read_text() == "from version 1" and not (dest / "results").exists()
+    assert "COMPLETE" in (dest / f"{ref.split('/')[1]}.html").read_text()
+
+
+def test_resume_from_attaches_the_previous_output(stand_in, tmp_path, capsys):
+    """push --resume-from SLUG attaches that kernel's output as a kernel source: it appears under /kaggle/input."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    common = ["--poll", "0.2", "--poll-max", "1", "--build-dir", str(tmp_path / "b"), "--results-dir",
+              str(tmp_path / "results")]
+    assert run_cli(["push", str(notebook), "--slug", "tiny-run", "--pull", *common], capsys)[0] == 0
+    code, out, err = run_cli(["push", str(notebook), "--slug", "tiny-run", "--resume-from", "tiny-run", "--pull",
+                              *common], capsys)
+    assert code == 0, err
+    pushes = stand_in.method_calls("SaveKernel")
+    assert pushes[1]["body"]["kernelDataSources"] == ["tester/tiny-run"]
+    seen = json.loads((tmp_path / "results" / "tiny-run" / "results" / "run" / "inputs.json").read_text())["files"]
+    assert "tiny-run/results/run/metrics.json" in seen and "tiny-run/kaggle-build.json" in seen
+
+
+def test_sweep_under_the_session_limit(stand_in, tmp_path, capsys):
+    """3 alphas with a foreign session running: at most 2 sessions at once, the refused push retried, every run
+    waited for and pulled with its report; run again, nothing is pushed."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    stand_in.foreign_sessions, stand_in.foreign_end_after_refusals = 1, 1
+    argv = ["sweep", str(notebook), "--alphas", "0", "0.01", "0.1", "--slug", "tiny-sweep", "--poll", "0.2",
+            "--poll-max", "0.5", "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert stand_in.refusals == [SESSION_LIMIT_ERROR] and "pushing it again when a session ends" in err
+    assert stand_in.max_active <= 2
+    slugs = ["tiny-sweep-alpha-0", "tiny-sweep-alpha-0-01", "tiny-sweep-alpha-0-1"]
+    assert sorted(stand_in.kernels) == [f"tester/{slug}" for slug in slugs]
+    for slug, alpha in zip(slugs, (0.0, 0.01, 0.1)):
+        run = tmp_path / "results" / slug / "results" / "run"
+        assert json.loads((run / "metrics.json").read_text())["alpha"] == alpha
+        assert count_images((tmp_path / "results" / slug / f"{slug}.html").read_text()) == 1
+    pushed = len(stand_in.method_calls("SaveKernel"))
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0 and len(stand_in.method_calls("SaveKernel")) == pushed
+    assert out.count("finished before; not pushed again") == 3
+
+
+def test_sweep_stops_at_the_quota_and_continues_later(stand_in, tmp_path, capsys):
+    """A quota refusal stops pushing: what ran is waited for and pulled, what is left and its GPU hours are said;
+    the same command later pushes only what is left."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    stand_in.quota_pushes = 2
+    argv = ["sweep", str(notebook), "--alphas", "0", "0.01", "0.1", "--poll", "0.2", "--poll-max", "0.5",
+            "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    code, out, err = run_cli(argv, capsys)
+    assert code == kg.EXIT_ERROR
+    assert QUOTA_ERROR in err and "left: train-alpha-0-1" in err and "GPU hours" in err
+    assert "ran: train-alpha-0, train-alpha-0-01" in err
+    assert (tmp_path / "results" / "train-alpha-0" / "train-alpha-0.html").is_file()
+    assert (tmp_path / "results" / "train-alpha-0-01" / "train-alpha-0-01.html").is_file()
+    stand_in.quota_pushes = None  # the week is over
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert [c["body"]["slug"] for c in stand_in.method_calls("SaveKernel") if c["code"] == 200][-1] == \
+        "tester/train-alpha-0-1"
+    assert len(stand_in.kernels["tester/train-alpha-0"]) == 1  # not pushed again
+    assert (tmp_path / "results" / "train-alpha-0-1" / "train-alpha-0-1.html").is_file()
 
 
 def test_status_cancelled_and_running(stand_in, capsys):
     """CANCEL_* exits non-zero; a running kernel without --wait just reports its state."""
-    stand_in.statuses["tester/gone-run"] = [("CANCEL_ACKNOWLEDGED", None)]
-    stand_in.statuses["tester/busy-run"] = [("RUNNING", None)]
+    stand_in.add_version("tester/gone-run", "CANCEL_ACKNOWLEDGED")
+    stand_in.add_version("tester/busy-run", "RUNNING")
     assert kg.main(["status", "gone-run"]) == kg.EXIT_CANCELLED
-    assert kg.main(["status", "tester/busy-run"]) == 0
+    assert kg.main(["status", "tester/busy-run/1"]) == 0
     out, err = capsys.readouterr()
-    assert "cancelled" in err and "tester/busy-run: RUNNING" in out
+    assert "cancelled" in err and "tester/busy-run/1: RUNNING" in out
 
 
 @pytest.mark.parametrize("answer, shown", [
-    ((200, {"error": "Maximum weekly GPU quota of 30 hours reached"}), "Maximum weekly GPU quota of 30 hours reached"),
+    ((200, {"error": QUOTA_ERROR}), QUOTA_ERROR),
     ((403, {"code": 403, "message": "Permission 'kernels.create' was denied"}), "HTTP 403: Permission"),
 ])
 def test_push_refused_shows_what_the_server_said(stand_in, tmp_path, capsys, answer, shown):
     """A refused push stops with exit code 1 and the server's words, no traceback."""
-    stand_in.push_http = answer
+    stand_in.overrides["SaveKernel"] = answer
     notebook = make_notebook(tmp_path / "train.ipynb")
-    code = kg.main(["push", str(notebook), "-p", "alpha", "0.1", "--build-dir", str(tmp_path / "build")])
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(["push", str(notebook), "-p", "alpha", "0.1", "--build-dir", str(tmp_path / "build")],
+                             capsys)
     assert code == kg.EXIT_ERROR
     assert shown in err and "tester/train-alpha-0-1" in err and "Traceback" not in out + err
 
 
-def test_sweep_pushes_one_kernel_per_alpha(stand_in, tmp_path, capsys):
-    """sweep --alphas: one slug and one injected alpha per value."""
-    notebook = make_notebook(tmp_path / "train.ipynb")
-    code = kg.main(["sweep", str(notebook), "--alphas", "0", "0.01", "0.1", "--build-dir", str(tmp_path / "b")])
-    assert code == 0, capsys.readouterr().err
-    pushes = [c["body"] for c in stand_in.method_calls("SaveKernel")]
-    assert [p["slug"] for p in pushes] == ["tester/train-alpha-0", "tester/train-alpha-0-01", "tester/train-alpha-0-1"]
-    injected = [cells_tagged(json.loads(p["text"]), "injected-parameters")[0] for p in pushes]
-    assert ["alpha = 0.0" in injected[0], "alpha = 0.01" in injected[1], "alpha = 0.1" in injected[2]] == [True] * 3
+def test_follow_the_name_kaggle_gave():
+    """The push answer's ref names the kernel that status and pull must follow."""
+    assert kg.pushed_name("/code/tester/train-alpha-0-1") == ("tester", "train-alpha-0-1")
+    assert kg.pushed_name("https://www.kaggle.com/code/tester/renamed-kernel") == ("tester", "renamed-kernel")
+    assert kg.pushed_name("tester/train-alpha-0-1") == ("tester", "train-alpha-0-1")
+    assert kg.pushed_name("") is None
+    assert kg.kernel_ref("train-alpha-0-1", "tester") == "tester/train-alpha-0-1"
+    assert kg.kernel_ref("tester/train-alpha-0-1/3", "x") == "tester/train-alpha-0-1/3"
+    with pytest.raises(kg.KaggleError, match="OWNER/SLUG/VERSION"):
+        kg.kernel_ref("tester/train/latest", "x")
 
 
 # ---------------------------------------------------------------------------------------------- set-up errors

@@ -1,9 +1,11 @@
-"""Kaggle from a laptop: the push / status / pull / sweep pipeline over the Kaggle CLI (kaggle>=2).
+"""Kaggle from a laptop: the push / status / pull / sweep pipeline over the Kaggle CLI (kaggle>=2), and a rehearsal.
 
-    python -m tools.kaggle push NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--slug SLUG] [--wait] [--pull]
-    python -m tools.kaggle sweep NOTEBOOK --alphas 0 0.01 0.1 0.2 0.3 [push options]
-    python -m tools.kaggle status SLUG [--wait]
-    python -m tools.kaggle pull SLUG
+    python -m tools.kaggle push NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--slug SLUG] [--resume-from SLUG]
+                                [--internet] [--wait] [--pull]
+    python -m tools.kaggle sweep NOTEBOOK --alphas 0 0.01 0.1 0.2 0.3 [--slug PREFIX] [--sessions 2] [push options]
+    python -m tools.kaggle status SLUG[/VERSION] [--wait]
+    python -m tools.kaggle pull SLUG[/VERSION]
+    python -m tools.kaggle rehearse NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--data FOLDER] [--resume-from DIR]
 
 The CLI is driven through its Python API in-process (`KaggleApi.kernels_push/kernels_status/kernels_output`), so
 its own validation, authentication and HTTP code run unchanged and we read structured answers instead of its prints.
@@ -21,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from datetime import datetime, timezone
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from utils.report import render_html
-from utils.runtime import REPO_ROOT, write_atomic
+from utils.runtime import EXECUTED_NOTEBOOK, KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, REPO_ROOT, write_atomic
 
 ROOT_METADATA = REPO_ROOT / "kernel-metadata.json"
 BUILD_ROOT = REPO_ROOT / "build" / "kaggle"
@@ -36,10 +39,12 @@ RESULTS_ROOT = REPO_ROOT / "results"
 UTILS_DIR = REPO_ROOT / "utils"
 
 METADATA_FILE = "kernel-metadata.json"
-EXECUTED_NOTEBOOK = "__notebook__.ipynb"  # the name Kaggle's papermill run gives the executed notebook
 BUILD_RECORD = "kaggle-build.json"  # written by the generated cell into /kaggle/working: commit and params of the run
 UTILS_CELL_TAG = "kaggle-utils"
 MACHINE_SHAPE_T4X2 = "NvidiaTeslaT4"  # "GPU T4 x2"; enable_gpu alone asked for the retired P100
+# Keras' ResNet50 no-top weights (keras/src/applications/resnet.py), what weights="imagenet" downloads.
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_NOTOP_FILE}"
 
 # The rules `kaggle kernels push` applies in kaggle 2.2.5 (KaggleApi.valid_push_* and kernels_push); a test keeps
 # these in step with the installed CLI.
@@ -49,6 +54,7 @@ VALID_PINNING_TYPES = ("original", "latest")
 RETIRED_MACHINE_SHAPES = ("nvidiateslap100", "tpuv38", "tpu1vmv38", "tpuv232", "tpuv2256")
 BOOL_FIELDS = ("is_private", "enable_gpu", "enable_tpu", "enable_internet")
 TITLE_MIN, TITLE_MAX = 5, 50  # the CLI checks the minimum; Kaggle's server refuses longer titles
+TITLE_HASH_LENGTH = 6  # hex digits of the parameters' hash that keep a shortened title unique
 SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -60,6 +66,18 @@ EXIT_CANCELLED = 4
 POLL_FIRST, POLL_MAX = 30.0, 600.0  # seconds between status polls: doubling from the first up to the max
 WAIT_TIMEOUT = 13 * 3600.0  # Kaggle stops GPU sessions after 12 h
 MAX_POLL_FAILURES = 5  # consecutive network failures tolerated while waiting
+MAX_SESSIONS = 2  # Kaggle runs at most 2 batch GPU sessions per user at once
+# Kaggle's words (the `error` of a refused SaveKernel) for "Maximum batch GPU session count of 2 reached." (try
+# again when one ends) and "Maximum weekly GPU quota of 30.00 hours reached." (stop until the quota resets).
+SESSION_LIMIT_RE = re.compile(r"session count", re.I)
+QUOTA_RE = re.compile(r"\bquota\b", re.I)
+TRACEBACK_LINES = 60  # of a failed run's log, in its report
+REPORT_SKIPPED_KEYS = ("environment", "confusion_matrix")  # in a built report's run record table
+REHEARSAL_ROOT = REPO_ROOT / "build" / "kaggle-rehearsal"
+REHEARSAL_OWNER = "rehearsal"  # the kernel id's owner in a rehearsal's build (nothing is pushed)
+REHEARSAL_REPLICAS = 2  # the two T4s of "GPU T4 x2", as logical CPU devices
+REHEARSAL_DATASET = "140k-real-and-fake-faces"  # the folder the attached dataset appears in under /kaggle/input
+DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: every download fails at once, as with the internet off
 MIN_SECRET_LENGTH = 8  # shorter "secrets" would match ordinary text
 
 CLI_MISSING = ("the Kaggle CLI (Python package `kaggle` >= 2, with `kagglesdk`) is not installed in this "
@@ -246,15 +264,38 @@ def slugify(text: str) -> str:
     return _slugify(text)
 
 
-def variant_title(notebook: Path, params_file: str | None, cli_params: list[tuple[str, str]]) -> str:
-    """A kernel title naming the notebook and its variant, e.g. 'train alpha 0.1' (slug train-alpha-0-1)."""
-    words = [Path(notebook).stem] + ([Path(params_file).stem] if params_file else [])
-    words += [f"{name} {value}" for name, value in cli_params]
-    return " ".join(words)
+def fit_title(parts: list[str], identity: Any) -> str:
+    """The parts joined as a title when Kaggle takes it (title and slug <= 50 characters); else as many whole parts
+    as fit and a hash of `identity` (e.g. all parameters), so any number of parameters gives a short, unique title."""
+    title = " ".join(parts)
+    if len(title) <= TITLE_MAX and len(slugify(title)) <= TITLE_MAX:
+        return title
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:TITLE_HASH_LENGTH]
+    kept: list[str] = []
+    for part in parts:
+        candidate = " ".join([*kept, part, digest])
+        if len(candidate) > TITLE_MAX or len(slugify(candidate)) > TITLE_MAX:
+            break
+        kept.append(part)
+    if not kept:  # even the first part is too long (a long --slug): its start, cut to fit
+        kept = [parts[0][:TITLE_MAX - TITLE_HASH_LENGTH - 1].rstrip(" -_.")]
+    return " ".join([*kept, digest])
 
 
-def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str,
-                    private: bool = True) -> dict[str, Any]:
+def variant_title(notebook: Path, params_file: str | None, cli_params: list[tuple[str, str]],
+                  params: dict[str, Any] | None = None) -> str:
+    """A kernel title naming the notebook and its variant, e.g. 'train alpha 0.1' (slug train-alpha-0-1).
+
+    Too long for Kaggle, it keeps the first parts and ends in a hash of the notebook and all parameters in force.
+    """
+    parts = [Path(notebook).stem] + ([Path(params_file).stem] if params_file else [])
+    parts += [f"{name} {value}" for name, value in cli_params]
+    identity = {"notebook": Path(notebook).stem, "params": params if params is not None else cli_params}
+    return fit_title(parts, identity)
+
+
+def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str, private: bool = True,
+                    internet: bool = False, kernel_sources: tuple[str, ...] = ()) -> dict[str, Any]:
     """A pushed kernel's metadata: the root file's sources and settings, our id/title/code, T4 x2, internet off."""
     meta = {"id": f"{owner}/{slugify(title)}"}
     meta.update({key: value for key, value in root.items() if key not in ("id", "id_no")})
@@ -265,8 +306,10 @@ def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str
         "enable_gpu": True,
         "enable_tpu": False,
         # The CLI defaults internet to on; the run must not depend on it (utils travel inside the notebook).
-        "enable_internet": False,
+        "enable_internet": bool(internet),
         "machine_shape": root.get("machine_shape") or MACHINE_SHAPE_T4X2,
+        # An earlier version's output, attached read-only under /kaggle/input: the run continues from its backup.
+        "kernel_sources": list(dict.fromkeys([*root.get("kernel_sources", []), *kernel_sources])),
     })
     return meta
 
@@ -339,8 +382,9 @@ def validate_metadata(meta: dict[str, Any], folder: Path) -> None:
             fail(f"code_file {code_file} is not a JSON notebook: {exc}")
 
 
-def notebook_parameters(notebook: Path) -> set[str] | None:
-    """The names a notebook's `parameters` cell assigns, None when it has no such cell."""
+def notebook_defaults(notebook: Path) -> dict[str, Any] | None:
+    """The names a notebook's `parameters` cell assigns and their literal defaults (None for a non-literal value);
+    None when it has no such cell."""
     import ast
 
     import nbformat
@@ -349,7 +393,7 @@ def notebook_parameters(notebook: Path) -> set[str] | None:
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells:
         return None
-    names: set[str] = set()
+    defaults: dict[str, Any] = {}
     for cell in cells:  # ast, not papermill.inspect_notebook: that one skips lines with '=' in their comment
         try:
             tree = ast.parse(cell.source)
@@ -362,9 +406,19 @@ def notebook_parameters(notebook: Path) -> set[str] | None:
                 targets = [node.target]
             else:
                 continue
+            try:
+                value = ast.literal_eval(node.value) if node.value is not None else None
+            except ValueError:
+                value = None
             for target in targets:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-    return names
+                defaults.update({n.id: value for n in ast.walk(target) if isinstance(n, ast.Name)})
+    return defaults
+
+
+def notebook_parameters(notebook: Path) -> set[str] | None:
+    """The names a notebook's `parameters` cell assigns, None when it has no such cell."""
+    defaults = notebook_defaults(notebook)
+    return None if defaults is None else set(defaults)
 
 
 def utils_payload(utils_dir: Path | None = None) -> tuple[bytes, list[str]]:
@@ -429,8 +483,9 @@ def utils_cell_source(payload: bytes, record: dict[str, Any]) -> str:
         "    del sys.modules[_name]  # a `utils` imported before (e.g. from the image) must not shadow ours",
         "sys.path.insert(0, _utils_root)",
         "os.environ['UTILS_GIT_COMMIT'] = KAGGLE_BUILD['commit']",
-        "if 'KAGGLE_KERNEL_RUN_TYPE' in os.environ and os.path.isdir('/kaggle/working'):",
-        f"    with open('/kaggle/working/{BUILD_RECORD}', 'w') as _record:",
+        "from utils.runtime import on_kaggle, working_root  # /kaggle/working, or the rehearsal's simulated one",
+        "if on_kaggle() and working_root().is_dir():",
+        f"    with open(working_root() / '{BUILD_RECORD}', 'w') as _record:",
         "        json.dump(KAGGLE_BUILD, _record, indent=2)",
         "print(f\"utils from commit {KAGGLE_BUILD['commit']}\""
         " + (f\" with local changes to {KAGGLE_BUILD['changed']}\" if KAGGLE_BUILD['changed'] else ''))",
@@ -482,14 +537,33 @@ def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
         raise KaggleError(f"{notebook} declares no parameter {unknown} (its parameters: {sorted(declared or ())})")
 
 
+def imagenet_help(internet_flag: str = "--internet") -> str:
+    """Why weights="imagenet" cannot run on an offline kernel, and how to attach the weights instead."""
+    return ("weights='imagenet' makes Keras download the ResNet50 weights, but the kernel runs with internet off: it "
+            "would fail on that download after the dataset scan, having spent GPU quota. Attach them as a Kaggle "
+            f"dataset instead: download {IMAGENET_NOTOP_URL}, upload it as a (private) dataset, add owner/dataset to "
+            "dataset_sources in kernel-metadata.json and pass -p weights "
+            f"/kaggle/input/<dataset>/{IMAGENET_NOTOP_FILE} (the path the kernel's input panel shows); "
+            f"or switch the kernel's internet on explicitly with {internet_flag}")
+
+
+def check_offline(notebook: Path, params: dict[str, Any], internet: bool) -> None:
+    """Refuse, before any GPU time is spent, parameters that need the internet of a kernel that has none."""
+    weights = {**(notebook_defaults(notebook) or {}), **params}.get("weights")
+    if weights == "imagenet" and not internet:
+        raise KaggleError(imagenet_help())
+
+
 def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str, private: bool = True,
-                 root_metadata: Path | None = None, build_root: Path | None = None) -> Path:
+                 root_metadata: Path | None = None, build_root: Path | None = None, internet: bool = False,
+                 kernel_sources: tuple[str, ...] = ()) -> Path:
     """Render build/kaggle/<slug>/: kernel-metadata.json and the notebook with utils and parameters injected."""
     import nbformat
     import papermill
 
     notebook = Path(notebook)
     check_parameters(notebook, params)
+    check_offline(notebook, params, internet)
     root = load_root_metadata(root_metadata)
     slug = slugify(title)
     if not slug:
@@ -516,55 +590,95 @@ def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str,
     cell = nbformat.v4.new_code_cell(utils_cell_source(payload, record), metadata={"tags": [UTILS_CELL_TAG]})
     nb.cells.insert(0, cell)
     write_atomic(target, nbformat.writes(nb))
-    meta = kernel_metadata(root, owner, title, notebook.name, private)
+    meta = kernel_metadata(root, owner, title, notebook.name, private, internet, kernel_sources)
     write_atomic(folder / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
     validate_metadata(meta, folder)
     check_no_secret(folder)
     return folder
 
 
-# ---------------------------------------------------------------------------------------------- push, status, pull
+# ---------------------------------------------------------------------------------------------- calls to Kaggle
+
+
+def _denied(exc: BaseException) -> bool:
+    """An answer an expired token gives: HTTP 401, or the ValueError the CLI makes of a 401/403 on a kernel."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status == 401 or (isinstance(exc, ValueError) and "was denied" in str(exc))
+
+
+def reauthenticate(api: Any) -> None:
+    """Authenticate the CLI's API object again (an OAuth access token lives 12 h; authenticate() refreshes it)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.authenticate()
+    except SystemExit:
+        raise KaggleError(credentials_help("Kaggle no longer accepts the credentials")) from None
+
+
+def api_call(api: Any, action: str, call: Callable[[], Any], reauth: bool = True) -> Any:
+    """One CLI call; a refusal of the credentials re-authenticates once and retries; failures become KaggleError."""
+    for attempt in (1, 2):
+        try:
+            return call()
+        except (ValueError, *_request_errors()) as exc:
+            if reauth and attempt == 1 and _denied(exc):
+                print(f"{action}: Kaggle refused the credentials (HTTP 401/403); re-authenticating once",
+                      file=sys.stderr, flush=True)
+                reauthenticate(api)
+                continue
+            if isinstance(exc, _request_errors()):
+                raise _http_failure(action, exc) from None
+            raise KaggleError(f"{action}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def pushed_name(ref: str | None) -> tuple[str, str] | None:
+    """Owner and slug in a push answer's `ref` ('/code/owner/slug', 'owner/slug' or a URL); None if it names none."""
+    parts = [part for part in re.sub(r"^[a-z]+://[^/]+", "", ref or "").split("/") if part]
+    if parts and parts[0] in ("code", "kernels"):
+        parts = parts[1:]
+    if len(parts) >= 2 and OWNER_RE.fullmatch(parts[0]) and SLUG_RE.fullmatch(parts[1]):
+        return parts[0], parts[1]
+    return None
 
 
 def push_folder(api: Any, folder: Path) -> str:
-    """`kaggle kernels push -p folder` through the CLI's API; the kernel reference owner/slug."""
+    """`kaggle kernels push -p folder` through the CLI's API; the pushed version as OWNER/SLUG/VERSION.
+
+    Status and pull then follow that version, under the name Kaggle gave the kernel, not whatever runs latest.
+    """
     meta = json.loads((Path(folder) / METADATA_FILE).read_text())
     ref = meta["id"]
-    try:
-        response = api.kernels_push(str(folder))
-    except ValueError as exc:
-        raise KaggleError(f"the Kaggle CLI refused {Path(folder) / METADATA_FILE}: {exc}") from None
-    except _request_errors() as exc:
-        raise _http_failure(f"push of {ref} failed", exc) from None
+    response = api_call(api, f"push of {ref} failed", lambda: api.kernels_push(str(folder)))
     if response is None or response.error:
         said = response.error if response is not None else "no answer"
         raise KaggleError(f"Kaggle refused the push of {ref} (title {meta['title']!r}): {said}")
-    invalid = list(response.invalid_dataset_sources or [])
-    if invalid:
-        raise KaggleError(f"Kaggle pushed {ref} but could not attach dataset source(s) {invalid}: the run will stop "
-                          "with 'no dataset attached'; check dataset_sources in kernel-metadata.json")
-    version = f" version {response.version_number}" if response.version_number else ""
-    print(f"pushed {ref}{version}: {response.url}", flush=True)
-    return ref
+    for kind, invalid in (("dataset", response.invalid_dataset_sources), ("kernel", response.invalid_kernel_sources)):
+        if invalid:
+            raise KaggleError(f"Kaggle pushed {ref} but could not attach {kind} source(s) {list(invalid)}: the run "
+                              f"would miss them (no dataset, or no backup to resume); check {kind}_sources")
+    owner, slug = pushed_name(response.ref) or tuple(ref.split("/"))
+    if f"{owner}/{slug}" != ref:
+        print(f"Kaggle named the kernel {owner}/{slug} (asked for {ref}); following that", flush=True)
+    version = response.version_number
+    print(f"pushed {owner}/{slug}" + (f" version {version}" if version else "") + f": {response.url}", flush=True)
+    return f"{owner}/{slug}/{version}" if version else f"{owner}/{slug}"
 
 
 def kernel_ref(slug: str, user: str) -> str:
-    """owner/slug for a slug given with or without its owner (default: the authenticated user)."""
-    if "/" not in slug:
+    """OWNER/SLUG[/VERSION] for a kernel given as SLUG, OWNER/SLUG or OWNER/SLUG/VERSION (default owner: the user)."""
+    parts = slug.split("/")
+    if len(parts) == 1 and parts[0]:
         return f"{user}/{slug}"
-    if slug.count("/") != 1 or not all(slug.split("/")):
-        raise KaggleError(f"kernel {slug!r} must be SLUG or OWNER/SLUG")
-    return slug
+    if len(parts) in (2, 3) and all(parts) and (len(parts) == 2 or parts[2].isdigit()):
+        return slug
+    raise KaggleError(f"kernel {slug!r} must be SLUG, OWNER/SLUG or OWNER/SLUG/VERSION")
 
 
-def kernel_status(api: Any, ref: str) -> tuple[str, str | None]:
-    """The latest version's state (QUEUED, RUNNING, COMPLETE, ERROR, CANCEL_*) and Kaggle's failure message."""
-    try:
-        response = api.kernels_status(ref)
-    except ValueError as exc:
-        raise KaggleError(str(exc)) from None
-    except _request_errors() as exc:
-        raise _http_failure(f"cannot get the status of {ref}", exc) from None
+def kernel_status(api: Any, ref: str, reauth: bool = True) -> tuple[str, str | None]:
+    """The state of a version (QUEUED, RUNNING, COMPLETE, ERROR, CANCEL_*; the latest without one) and Kaggle's
+    failure message."""
+    response = api_call(api, f"cannot get the status of {ref}", lambda: api.kernels_status(ref), reauth)
     state = getattr(response.status, "name", str(response.status))
     return state, response.failure_message
 
@@ -620,12 +734,21 @@ def run_error(log: str) -> str | None:
     return found
 
 
+def traceback_text(log: str, lines: int = TRACEBACK_LINES) -> str:
+    """The end of a run log from its last traceback (or its last lines), without terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", _log_text(log))
+    rows = text.splitlines()
+    starts = [i for i, row in enumerate(rows) if row.lstrip().startswith(("Traceback", "-----"))
+              or "Exception encountered at" in row]
+    return "\n".join(rows[starts[-1] if starts else 0:][-lines:])
+
+
 def report_status(api: Any, ref: str, state: str, message: str | None) -> int:
     """Print a run's state (and on ERROR, why) and return the exit code it stands for."""
     if state == "ERROR":
         detail = None
-        with contextlib.suppress(KaggleError, ValueError, *_request_errors()):
-            detail = run_error(api.kernels_logs(ref) or "")
+        with contextlib.suppress(KaggleError):
+            detail = run_error(api_call(api, f"cannot read the log of {ref}", lambda: api.kernels_logs(ref)) or "")
         why = "; ".join(part for part in (message, f"the notebook raised {detail}" if detail else None) if part)
         print(f"error: {ref} failed: {why or 'Kaggle gave no reason'}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
@@ -636,26 +759,113 @@ def report_status(api: Any, ref: str, state: str, message: str | None) -> int:
     return 0
 
 
-def pull(api: Any, ref: str, results_root: Path | None = None) -> Path:
-    """Download a run's outputs into results/<slug>/ and render its executed notebook to <slug>.html there."""
+# ---------------------------------------------------------------------------------------------- reports
+
+
+def kernel_report(dest: Path, slug: str) -> Path | None:
+    """An HTML report the kernel rendered into its run folder before it ended (the train notebook's last cell)."""
+    found = [path for path in dest.rglob("*.html") if path != dest / f"{slug}.html"]
+    found.sort(key=lambda path: (not (path.parent / "metrics.json").is_file(), len(path.parts), str(path)))
+    return found[0] if found else None
+
+
+def _scalars(record: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """The scalar leaves of a JSON record as (dotted name, value), lists and environment left out."""
+    if isinstance(record, dict):
+        return [row for key, value in record.items() if key not in REPORT_SKIPPED_KEYS
+                for row in _scalars(value, f"{prefix}{key}.")]
+    return [] if isinstance(record, list) else [(prefix.rstrip("."), record)]
+
+
+def _html_table(rows: list[tuple[str, Any]]) -> str:
+    """A two-column HTML table."""
+    import html
+
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def build_report(dest: Path, slug: str, state: str, log_text: str, report: Path) -> Path:
+    """A report made of the run's files when no rendered one came back: state, error, metrics, history, figures."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    def shown(output: Any) -> Any:
+        return new_code_cell("", outputs=[output])
+
+    cells = [new_markdown_cell(f"# {slug}: {state}\n\nMade by `python -m tools.kaggle` from the files the run left "
+                               "in its working folder (Kaggle's output listing holds no executed notebook).")]
+    error = run_error(log_text)
+    if state == "ERROR" or error:
+        cells.append(new_markdown_cell("## The run failed\n\n" + (f"The notebook raised `{error}`; the end of the "
+                                                                 "run log:" if error else "The end of the run log:")))
+        cells.append(shown(new_output("stream", name="stderr", text=traceback_text(log_text) + "\n")))
+    for metrics in sorted(dest.rglob("metrics.json")):
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(metrics.read_text())
+            cells.append(new_markdown_cell(f"## Run record `{metrics.relative_to(dest)}`"))
+            cells.append(shown(new_output("display_data", data={"text/html": _html_table(_scalars(record))})))
+    for history in sorted(dest.rglob("history.csv")):
+        rows = history.read_text().splitlines()
+        cells.append(new_markdown_cell(f"## History `{history.relative_to(dest)}` (last epochs)"))
+        cells.append(shown(new_output("stream", name="stdout", text="\n".join(rows[:1] + rows[1:][-10:]) + "\n")))
+    for png in sorted(dest.rglob("*.png")):
+        cells.append(new_markdown_cell(f"### `{png.relative_to(dest)}`"))
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        cells.append(shown(new_output("display_data", data={"image/png": data})))
+    files = sorted(p for p in dest.rglob("*") if p.is_file() and p != report)
+    cells.append(new_markdown_cell("## Files\n\n" + "\n".join(f"- `{p.relative_to(dest)}` ({p.stat().st_size:,} bytes)"
+                                                              for p in files)))
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"}, "language_info": {"name": "python"}})
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{slug}.ipynb"
+        nbformat.write(nb, str(source))
+        return render_html(source, report)
+
+
+def finish_report(dest: Path, slug: str, state: str, log_text: str = "") -> Path:
+    """Leave <slug>.html in a downloaded run folder: Kaggle's executed notebook rendered if the listing held it, else
+    the report the kernel rendered itself (COMPLETE runs), else one built from the run's files and log."""
+    report = dest / f"{slug}.html"
+    if (dest / EXECUTED_NOTEBOOK).is_file():
+        return render_html(dest / EXECUTED_NOTEBOOK, report)
+    rendered = kernel_report(dest, slug) if state == "COMPLETE" else None
+    if rendered is not None:
+        shutil.copyfile(rendered, report)
+        return report
+    return build_report(dest, slug, state, log_text, report)
+
+
+def pull(api: Any, ref: str, results_root: Path | None = None, state: str | None = None) -> Path:
+    """Download a run's outputs (that version's, given OWNER/SLUG/VERSION) into results/<slug>/ and leave its HTML
+    report there as <slug>.html; the folder is replaced only once the download is complete."""
     slug = ref.split("/")[1]
-    dest = Path(results_root or RESULTS_ROOT) / slug
-    try:
-        files, _ = api.kernels_output(ref, str(dest), force=True, quiet=True)
-    except ValueError as exc:
-        raise KaggleError(str(exc)) from None
-    except _request_errors() as exc:
-        raise _http_failure(f"cannot download the outputs of {ref}", exc) from None
-    executed = dest / EXECUTED_NOTEBOOK
-    others = sorted(dest.glob("*.ipynb"))
-    if not executed.is_file() and len(others) == 1:
-        executed = others[0]  # a listing without Kaggle's usual name but with one notebook: that is the run
-    if not executed.is_file():
-        raise KaggleError(f"the outputs of {ref} ({len(files)} files in {dest}) hold no executed notebook "
-                          f"{EXECUTED_NOTEBOOK}: has the run finished?")
-    report = render_html(executed, dest / f"{slug}.html")
+    root = Path(results_root or RESULTS_ROOT)
+    dest, partial = root / slug, root / f".{slug}.partial"
+    if state is None:
+        state, _ = kernel_status(api, ref)
+        if state in RUNNING_STATES:
+            raise KaggleError(f"{ref} is still {state}: its outputs come once it ends (status {ref} --wait)")
+    shutil.rmtree(partial, ignore_errors=True)
+    files, _ = api_call(api, f"cannot download the outputs of {ref}",
+                        lambda: api.kernels_output(ref, str(partial), force=True, quiet=True))
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+    log = dest / f"{slug}.log"  # the CLI saves the run log under the kernel's slug
+    report = finish_report(dest, slug, state, log.read_text(encoding="utf-8") if log.is_file() else "")
     print(f"pulled {len(files)} files of {ref} into {dest}; report: {report}", flush=True)
     return report
+
+
+def run_finished(dest: Path) -> bool:
+    """False when a pulled run's metrics.json says a time budget ended it early (a later session continues it)."""
+    for metrics in dest.rglob("metrics.json"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads(metrics.read_text()).get("finished") is False:
+                return False
+    return True
 
 
 def follow(api: Any, ref: str, args: argparse.Namespace) -> int:
@@ -667,12 +877,246 @@ def follow(api: Any, ref: str, args: argparse.Namespace) -> int:
     code = report_status(api, ref, state, message)
     if args.pull and state in ("COMPLETE", "ERROR"):
         try:
-            pull(api, ref, args.results_dir)
+            pull(api, ref, args.results_dir, state)
         except KaggleError as exc:
             if code == 0:
                 raise
             print(f"error: {exc}", file=sys.stderr)  # the run's failure stays the exit code
     return code
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def _variant_seconds(dest: Path) -> float | None:
+    """GPU seconds a pulled run took by its own record (training plus this execution's wall time), None unknown."""
+    for metrics in dest.rglob("metrics.json"):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            return float(json.loads(metrics.read_text()).get("wall_time_seconds"))
+    return None
+
+
+def sweep_summary(done: list[str], left: list[str], seconds: list[float]) -> str:
+    """What ran, what is left and the GPU hours the rest needs (measured per run where possible)."""
+    if seconds:
+        per_run = sum(seconds) / len(seconds) / 3600
+        need = f"about {per_run * len(left):.1f} GPU hours ({per_run:.2f} h per run, as measured so far)"
+    else:
+        need = (f"up to {KAGGLE_SESSION_HOURS * len(left):.0f} GPU hours (one {KAGGLE_SESSION_HOURS:g} h session "
+                "each; no run measured yet)")
+    return (f"ran: {', '.join(done) or 'none'}; left: {', '.join(left) or 'none'}; the rest needs {need}. Run the "
+            "same command again once the quota allows: finished variants are not pushed again")
+
+
+def run_sweep(api: Any, user: str, variants: list[dict[str, Any]], args: argparse.Namespace,
+              sleep: Callable[[float], None] = time.sleep) -> int:
+    """Run every variant with at most args.sessions at once: push when a session is free, wait, pull; continue a
+    sweep begun before (finished variants are pulled, not pushed); stop pushing at a quota refusal."""
+    results = Path(args.results_dir or RESULTS_ROOT)
+    queue, running, done, codes, seconds = [], {}, [], [0], []
+    for variant in variants:  # what an earlier run of this sweep left: Kaggle's latest version of each slug
+        ref = f"{user}/{variant['slug']}"
+        try:
+            state, _ = kernel_status(api, ref, reauth=False)
+        except KaggleError as exc:
+            if exc.transient:
+                raise  # unreachable is not "never pushed": pushing again could repeat a finished run
+            state = None  # never pushed (Kaggle answers 404, or 403 for an unknown private kernel)
+        if state in RUNNING_STATES:
+            print(f"{ref}: already {state}; waiting for it", flush=True)
+            running[variant["slug"]] = {**variant, "ref": ref, "pushed": time.monotonic()}
+        elif state == "COMPLETE":
+            dest = results / variant["slug"]
+            if not (dest / f"{variant['slug']}.html").is_file():
+                pull(api, ref, results, state)
+            if run_finished(dest):
+                print(f"{ref}: finished before; not pushed again", flush=True)
+                done.append(variant["slug"])
+            else:
+                print(f"{ref}: stopped by its time budget; continuing it from its output", flush=True)
+                queue.append({**variant, "resume": ref})
+        else:
+            queue.append(variant)
+    delay, quota, waiting_since = args.poll, None, None
+    while running or (queue and quota is None):
+        while queue and quota is None and len(running) < args.sessions:
+            variant = queue[0]
+            folder = variant["build"](variant.get("resume"))
+            try:
+                ref = push_folder(api, folder)
+            except KaggleError as exc:
+                if SESSION_LIMIT_RE.search(str(exc)):
+                    print(f"{exc}: pushing it again when a session ends", file=sys.stderr, flush=True)
+                    break
+                if QUOTA_RE.search(str(exc)):
+                    quota = str(exc)
+                    break
+                raise
+            queue.pop(0)
+            running[variant["slug"]] = {**variant, "ref": ref, "pushed": time.monotonic()}
+            delay = args.poll
+        if not running:
+            if queue and quota is None:  # sessions taken elsewhere: try again later
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since > args.timeout:
+                    raise KaggleError(f"Kaggle refused every push for the session count for {args.timeout:.0f} s: "
+                                      f"left: {', '.join(v['slug'] for v in queue)}; run the same command later")
+                sleep(delay)
+                delay = min(delay * 2, args.poll_max)
+            continue
+        waiting_since = None
+        sleep(delay)
+        delay = min(delay * 2, args.poll_max)
+        for slug, variant in list(running.items()):
+            try:
+                state, message = kernel_status(api, variant["ref"])
+            except KaggleError as exc:
+                if not exc.transient:
+                    raise
+                print(f"{variant['ref']}: {exc} (retrying)", file=sys.stderr, flush=True)
+                continue
+            if state in RUNNING_STATES:
+                if time.monotonic() - variant["pushed"] > args.timeout:
+                    raise KaggleError(f"{variant['ref']} is still {state} after {args.timeout:.0f} s")
+                continue
+            del running[slug]
+            codes.append(report_status(api, variant["ref"], state, message))
+            delay = args.poll
+            if state not in ("COMPLETE", "ERROR"):
+                continue
+            try:
+                pull(api, variant["ref"], results, state)
+            except KaggleError as exc:  # the others go on; the same command later pulls it again
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                codes.append(EXIT_ERROR)
+                continue
+            measured = _variant_seconds(results / slug)
+            seconds += [measured] if measured else []
+            if state == "COMPLETE" and not run_finished(results / slug):
+                print(f"{variant['ref']}: stopped by its time budget; pushing it again to continue", flush=True)
+                queue.append({**variant, "resume": "/".join(variant["ref"].split("/")[:2])})  # its latest output
+            elif state == "COMPLETE":
+                done.append(slug)
+    if quota is not None:
+        order = [v["slug"] for v in variants]
+        ran = sorted(done, key=order.index)
+        print(f"error: {quota}\n{sweep_summary(ran, [v['slug'] for v in queue], seconds)}", file=sys.stderr,
+              flush=True)
+        return EXIT_ERROR
+    print(f"sweep done: {', '.join(done)} in {results}", flush=True)
+    return max(codes)
+
+
+# ---------------------------------------------------------------------------------------------- rehearsal
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a folder even where the rehearsal made it read-only (never following symlinks)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    for folder, dirs, _ in os.walk(path):
+        for name in dirs:
+            target = Path(folder) / name
+            if not target.is_symlink():
+                target.chmod(0o755)
+    path.chmod(0o755)
+    shutil.rmtree(path)
+
+
+def _make_read_only(path: Path) -> None:
+    """Files 0444 and folders 0555, as Kaggle mounts inputs (symlinks left alone)."""
+    for folder, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            if not (Path(folder) / name).is_symlink():
+                (Path(folder) / name).chmod(0o444)
+        for name in dirs:
+            if not (Path(folder) / name).is_symlink():
+                (Path(folder) / name).chmod(0o555)
+    path.chmod(0o555)
+
+
+def kernel_env(input_dir: Path, working: Path, replicas: int, internet: bool) -> dict[str, str]:
+    """The environment of a simulated Kaggle kernel: its folders, KAGGLE_KERNEL_RUN_TYPE, the replica split, no
+    credentials, no repository on the path and (internet off) every download sent to a dead proxy."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("KAGGLE_") and key not in ("PYTHONPATH",) and "proxy" not in key.lower()}
+    env.update({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KAGGLE_INPUT_ROOT": str(input_dir),
+                "KAGGLE_WORKING_ROOT": str(working)})
+    if replicas > 1:
+        env[REHEARSAL_REPLICAS_ENV] = str(replicas)
+    if not internet:
+        env.update({name: DEAD_PROXY for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    return env
+
+
+def execute_kernel(folder: Path, input_dir: Path, working: Path, replicas: int = REHEARSAL_REPLICAS,
+                   internet: bool = False) -> tuple[int, str]:
+    """Run a built kernel as Kaggle does: papermill on the pushed notebook, cwd = the working folder, the executed
+    copy at <working>/__notebook__.ipynb while it runs and deleted after; the exit code and the run log."""
+    meta = json.loads((Path(folder) / METADATA_FILE).read_text())
+    working.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "papermill", str(Path(folder) / meta["code_file"]),
+               str(working / EXECUTED_NOTEBOOK), "--cwd", str(working), "-k", "python3", "--log-output",
+               "--no-progress-bar"]
+    log: list[str] = []
+    with subprocess.Popen(command, cwd=working, env=kernel_env(input_dir, working, replicas, internet),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+        for line in process.stdout:
+            log.append(line)
+            print(line, end="", flush=True)
+    (working / EXECUTED_NOTEBOOK).unlink(missing_ok=True)  # gone once the run ends, as on Kaggle
+    return process.returncode, "".join(log)
+
+
+def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | None = None,
+             resume_from: Path | None = None, replicas: int = REHEARSAL_REPLICAS, internet: bool = False,
+             rehearsal_root: Path | None = None) -> tuple[int, Path]:
+    """Build the kernel `push` would send and run it here in a simulated /kaggle; the exit code and its report.
+
+    <root>/<slug>/ holds kernel/ (the build), input/ (the dataset in the 140k layout, an attached earlier output
+    read-only) and output/ (what /kaggle/working held, the log and <slug>.html, as `pull` leaves them).
+    """
+    root = Path(rehearsal_root or REHEARSAL_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = build_kernel(notebook, params, REHEARSAL_OWNER, title, build_root=root / "kernels", internet=internet)
+    slug = folder.name
+    staged = None
+    if resume_from is not None:  # copied before the simulation folder is cleared: it may lie inside it
+        resume_from = Path(resume_from)
+        if not resume_from.is_dir():
+            raise KaggleError(f"--resume-from {resume_from} is not a folder (a rehearsal's output/ or a pulled run)")
+        staged = Path(tempfile.mkdtemp(prefix=".attached-", dir=root))
+        shutil.copytree(resume_from, staged / "output", symlinks=True)
+    sim = root / slug
+    _remove_tree(sim)
+    input_dir, working, output = sim / "input", sim / "working", sim / "output"
+    input_dir.mkdir(parents=True)
+    dataset = Path(data) if data is not None else None
+    if dataset is None:
+        from utils import synthetic  # the embedded default, generated in the 140k layout on first use
+
+        dataset = synthetic.default_dataset_dir()
+    if not dataset.is_dir():
+        raise KaggleError(f"--data {dataset} is not a folder")
+    (input_dir / REHEARSAL_DATASET).symlink_to(dataset.resolve(), target_is_directory=True)
+    if staged is not None:
+        attached = input_dir / (resume_from.name if resume_from.name != "output" else resume_from.parent.name)
+        (staged / "output").rename(attached)
+        staged.rmdir()
+        _make_read_only(attached)
+    print(f"rehearsing {folder / notebook.name} in {sim} ({replicas} replica(s), internet "
+          f"{'on' if internet else 'off'})", flush=True)
+    code, log = execute_kernel(folder, input_dir, working, replicas, internet)
+    working.rename(output)
+    write_atomic(output / f"{slug}.log", log)
+    state = "COMPLETE" if code == 0 else "ERROR"
+    report = finish_report(output, slug, state, log)
+    if code:
+        print(f"error: the rehearsal of {slug} failed: the notebook raised {run_error(log) or 'an error (see log)'}; "
+              f"report: {report}", file=sys.stderr, flush=True)
+        return EXIT_RUN_FAILED, report
+    print(f"rehearsal of {slug} COMPLETE; outputs in {output}; report: {report}", flush=True)
+    return 0, report
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -698,24 +1142,40 @@ def _check_notebook(path: str) -> Path:
     return notebook
 
 
+def _check_slug(slug: str | None, option: str = "--slug") -> None:
+    """A --slug must be a slug Kaggle accepts."""
+    if slug and not (SLUG_RE.fullmatch(slug) and TITLE_MIN <= len(slug) <= TITLE_MAX):
+        raise KaggleError(f"{option} {slug!r} must be {TITLE_MIN} to {TITLE_MAX} lowercase letters, digits and "
+                          "single hyphens")
+
+
+def _title(args: argparse.Namespace, notebook: Path, params: dict[str, Any]) -> str:
+    """The kernel title: --slug spelled as words, else the notebook and its variant."""
+    _check_slug(args.slug)
+    if args.slug:
+        return args.slug.replace("-", " ")
+    return variant_title(notebook, args.parameters_file, args.parameter, params)
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     """push: build, validate and push one kernel, then optionally wait and pull."""
     notebook = _check_notebook(args.notebook)
     params = _params(args)
-    if args.slug and not (SLUG_RE.fullmatch(args.slug) and TITLE_MIN <= len(args.slug) <= TITLE_MAX):
-        raise KaggleError(f"--slug {args.slug!r} must be {TITLE_MIN} to {TITLE_MAX} lowercase letters, digits and "
-                          "single hyphens")
-    title = args.slug.replace("-", " ") if args.slug else variant_title(notebook, args.parameters_file, args.parameter)
+    title = _title(args, notebook, params)
     check_parameters(notebook, params)  # before credentials: a typo needs no account to be reported
+    check_offline(notebook, params, args.internet)
     api, user = connect()
-    folder = build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir)
-    print(f"built {folder}", flush=True)
+    sources = (kernel_ref(args.resume_from, user),) if args.resume_from else ()
+    folder = build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir,
+                          internet=args.internet, kernel_sources=sources)
+    print(f"built {folder}" + (f", attaching the output of {sources[0]} to continue it" if sources else ""),
+          flush=True)
     ref = push_folder(api, folder)
     return follow(api, ref, args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """sweep: one kernel per alpha, all built (and validated) before the first push."""
+    """sweep: one kernel per alpha, all built and validated first, at most --sessions running, each pulled."""
     notebook = _check_notebook(args.notebook)
     if any(name == "alpha" for name, _ in args.parameter):
         raise KaggleError("give alphas with --alphas, not -p alpha")
@@ -724,21 +1184,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             float(text)
         except ValueError:
             raise KaggleError(f"--alphas takes numbers, got {text!r}") from None
+    _check_slug(args.slug)
+    if args.sessions < 1:
+        raise KaggleError(f"--sessions must be at least 1, got {args.sessions}")
     base = _params(args)
     check_parameters(notebook, {**base, "alpha": 0.0})
+    check_offline(notebook, base, args.internet)
     api, user = connect()
-    folders = []
+    variants = []
     for text in args.alphas:
-        title = variant_title(notebook, args.parameters_file, [*args.parameter, ("alpha", text)])
         params = {**base, "alpha": float(text)}
-        folders.append(build_kernel(notebook, params, user, title, private=not args.public,
-                                    build_root=args.build_dir))
-    refs = [push_folder(api, folder) for folder in folders]
-    return max([follow(api, ref, args) for ref in refs], default=0)
+        if args.slug:
+            title = fit_title([args.slug.replace("-", " "), f"alpha {text}"], {"slug": args.slug, "params": params})
+        else:
+            title = variant_title(notebook, args.parameters_file, [*args.parameter, ("alpha", text)], params)
+
+        def build(resume: str | None, params: dict[str, Any] = params, title: str = title) -> Path:
+            return build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir,
+                                internet=args.internet, kernel_sources=(resume,) if resume else ())
+
+        variants.append({"slug": build(None).name, "build": build})
+    slugs = [v["slug"] for v in variants]
+    if len(set(slugs)) != len(slugs):
+        raise KaggleError(f"--alphas {args.alphas} give the same kernel slug twice ({slugs}): list each alpha once")
+    return run_sweep(api, user, variants, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """status: the latest version's state; with --wait, poll until it ends."""
+    """status: the state of a kernel's latest version (or OWNER/SLUG/VERSION); with --wait, poll until it ends."""
     api, user = connect()
     ref = kernel_ref(args.slug, user)
     if args.wait:
@@ -749,10 +1222,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    """pull: outputs into results/<slug>/ and the executed notebook as HTML."""
+    """pull: outputs into results/<slug>/ and its HTML report there."""
     api, user = connect()
     pull(api, kernel_ref(args.slug, user), args.results_dir)
     return 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    """rehearse: build the kernel push would send and run it here in a simulated /kaggle (two CPU replicas)."""
+    notebook = _check_notebook(args.notebook)
+    params = _params(args)
+    title = _title(args, notebook, params)
+    check_parameters(notebook, params)
+    if args.replicas < 1:
+        raise KaggleError(f"--replicas must be at least 1, got {args.replicas}")
+    code, _ = rehearse(notebook, params, title, args.data, args.resume_from, args.replicas, args.internet,
+                       args.rehearsal_dir)
+    return code
 
 
 def parser() -> argparse.ArgumentParser:
@@ -764,11 +1250,15 @@ def parser() -> argparse.ArgumentParser:
     waiting.add_argument("--timeout", type=float, default=WAIT_TIMEOUT, help="give up waiting after this many s")
     waiting.add_argument("--results-dir", type=Path, default=None, help="where pull writes <slug>/ (default results/)")
 
-    pushing = argparse.ArgumentParser(add_help=False, parents=[waiting])
-    pushing.add_argument("notebook", help="notebook to run on Kaggle, e.g. notebooks/train.ipynb")
-    pushing.add_argument("-f", "--parameters-file", help="YAML file of parameters")
-    pushing.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                         help="one parameter, overriding the file; repeatable")
+    building = argparse.ArgumentParser(add_help=False)
+    building.add_argument("notebook", help="notebook to run on Kaggle, e.g. notebooks/train.ipynb")
+    building.add_argument("-f", "--parameters-file", help="YAML file of parameters")
+    building.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                          help="one parameter, overriding the file; repeatable")
+    building.add_argument("--internet", action="store_true",
+                          help="switch the kernel's internet on (needed for weights=imagenet; default off)")
+
+    pushing = argparse.ArgumentParser(add_help=False, parents=[waiting, building])
     pushing.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
     pushing.add_argument("--pull", action="store_true", help="wait for the run, then pull its outputs")
     pushing.add_argument("--build-dir", type=Path, default=None, help="where builds go (default build/kaggle/)")
@@ -777,22 +1267,38 @@ def parser() -> argparse.ArgumentParser:
     commands = main_parser.add_subparsers(dest="command", required=True)
     push = commands.add_parser("push", parents=[pushing], help=cmd_push.__doc__)
     push.add_argument("--slug", help="kernel slug (default: notebook stem + parameters, e.g. train-alpha-0-1)")
+    push.add_argument("--resume-from", metavar="SLUG",
+                      help="attach this kernel's output (SLUG, OWNER/SLUG[/VERSION]) and continue its run from it")
     push.set_defaults(func=cmd_push)
     sweep = commands.add_parser("sweep", parents=[pushing], help=cmd_sweep.__doc__)
     sweep.add_argument("--alphas", nargs="+", required=True, help="LeakyReLU negative slopes, one kernel each")
+    sweep.add_argument("--slug", help="slug prefix of the sweep's kernels (default: notebook stem + parameters)")
+    sweep.add_argument("--sessions", type=int, default=MAX_SESSIONS,
+                       help=f"kernels running at once (Kaggle allows {MAX_SESSIONS} GPU sessions)")
     sweep.set_defaults(func=cmd_sweep)
     status = commands.add_parser("status", parents=[waiting], help=cmd_status.__doc__)
-    status.add_argument("slug", help="SLUG or OWNER/SLUG")
+    status.add_argument("slug", help="SLUG, OWNER/SLUG or OWNER/SLUG/VERSION")
     status.set_defaults(func=cmd_status)
     pulling = commands.add_parser("pull", help=cmd_pull.__doc__)
-    pulling.add_argument("slug", help="SLUG or OWNER/SLUG")
+    pulling.add_argument("slug", help="SLUG, OWNER/SLUG or OWNER/SLUG/VERSION")
     pulling.add_argument("--results-dir", type=Path, default=None, help="where <slug>/ goes (default results/)")
     pulling.set_defaults(func=cmd_pull)
+    rehearsal = commands.add_parser("rehearse", parents=[building], help=cmd_rehearse.__doc__)
+    rehearsal.add_argument("--slug", help="kernel slug (default: as push names it)")
+    rehearsal.add_argument("--data", type=Path, default=None,
+                           help="dataset folder to attach (default: the embedded synthetic one, in the 140k layout)")
+    rehearsal.add_argument("--resume-from", type=Path, default=None,
+                           help="an earlier rehearsal's output/ (or a pulled run) to attach read-only and continue")
+    rehearsal.add_argument("--replicas", type=int, default=REHEARSAL_REPLICAS,
+                           help="logical CPU devices for MirroredStrategy (1: the single-device path)")
+    rehearsal.add_argument("--rehearsal-dir", type=Path, default=None,
+                           help="where the simulated /kaggle folders go (default build/kaggle-rehearsal/)")
+    rehearsal.set_defaults(func=cmd_rehearse)
     return main_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: push / sweep / status / pull; errors are one line on stderr and a non-zero exit code."""
+    """Command line: push / sweep / status / pull / rehearse; errors are one line on stderr and a non-zero exit code."""
     args = parser().parse_args(argv)
     try:
         return args.func(args)

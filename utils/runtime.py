@@ -15,6 +15,15 @@ import numpy as np
 
 KAGGLE_WORKING = Path("/kaggle/working")
 KAGGLE_INPUT = Path("/kaggle/input")
+# Kaggle's papermill writes the executed notebook here after every cell; it is gone once the run ends, so the
+# output listing never holds it (a kernel that wants its report must render it before it ends).
+EXECUTED_NOTEBOOK = "__notebook__.ipynb"
+# Kaggle stops a GPU session after 12 h; some 2026 quota notices say 9 h. Plans assume the lower one, so a run
+# never dies unsaved (the train notebook's time budget; the GPU hours a sweep reports it still needs).
+KAGGLE_SESSION_HOURS = 9.0
+# Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
+# devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
+REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # TensorFlow's C++ logging (oneDNN notices, cudart/cuInit probes on a CPU machine, absl's pre-init warning) goes
@@ -44,6 +53,12 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
     if on_kaggle() and not path.is_absolute():
         path = working_root() / path
     return path
+
+
+def executed_notebook() -> Path | None:
+    """This run's executed notebook as Kaggle saves it while the run goes, None off Kaggle or when it is absent."""
+    path = working_root() / EXECUTED_NOTEBOOK
+    return path if on_kaggle() and path.is_file() else None
 
 
 def set_quiet_log_env() -> None:

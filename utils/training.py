@@ -16,7 +16,7 @@ import pandas as pd
 
 from utils import synthetic
 from utils.figures import finish, new_figure
-from utils.runtime import write_json
+from utils.runtime import KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, write_json
 
 # The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
 PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
@@ -40,11 +40,22 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "bn_momentum": ((float,), lambda v: 0 < v < 1, "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
     "early_stopping": ((int,), lambda v: v >= 0, "an integer >= 0 (patience in epochs; 0 = off)"),
     "output_dir": ((str,), lambda v: bool(v), "a folder path"),
+    "time_budget_hours": ((int, float, type(None)), lambda v: v is None or v >= 0,
+                          "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
 }
+# Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default.
+PARAMETER_DEFAULTS = {"time_budget_hours": None}
+
+# Kept free after the last epoch: evaluation of the best checkpoint, the run record, the report and Kaggle's copy
+# of /kaggle/working.
+EVALUATION_RESERVE_HOURS = 0.5
+# The notebook imports this module in its first code cell: the session's clock for the time budget.
+SESSION_STARTED = time.time()
 
 
 def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
     """Pick the train notebook's parameters out of `namespace` and check each; one ValueError names the first bad one."""
+    namespace = {**PARAMETER_DEFAULTS, **namespace}
     missing = [name for name in PARAMETERS if name not in namespace]
     if missing:
         raise ValueError(f"missing parameter(s): {', '.join(missing)}")
@@ -63,25 +74,33 @@ def setup_accelerator(seed: int) -> Any:
     """Seed everything, pick the distribution strategy (TPU, several GPUs, else default) and mixed precision; print both."""
     import tensorflow as tf
 
+    rehearsal = rehearsal_replicas()
+    if rehearsal:
+        strategy = _rehearsal_strategy(rehearsal)  # before seeding: logical devices must precede TF's start
     keras.utils.set_random_seed(seed)
-    strategy, device = None, "CPU"
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
-    except (ValueError, RuntimeError, tf.errors.NotFoundError):
-        gpus = tf.config.list_physical_devices("GPU")
-        if len(gpus) >= 2:
-            strategy = tf.distribute.MirroredStrategy()
-        elif gpus:
-            strategy = tf.distribute.get_strategy()
-        else:
-            strategy = tf.distribute.get_strategy()
-        device = f"{len(gpus)} x GPU" if gpus else "CPU"
+    device = "CPU"
+    if rehearsal:
+        device = "CPU rehearsal"
+    else:
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
+        except (ValueError, RuntimeError, tf.errors.NotFoundError):
+            gpus = tf.config.list_physical_devices("GPU")
+            if len(gpus) >= 2:
+                strategy = tf.distribute.MirroredStrategy()
+            elif gpus:
+                strategy = tf.distribute.get_strategy()
+            else:
+                strategy = tf.distribute.get_strategy()
+            device = f"{len(gpus)} x GPU" if gpus else "CPU"
     policy = "float32"
     if device == "TPU":
         policy = "mixed_bfloat16"
+    elif device == "CPU rehearsal":
+        policy = "mixed_float16"  # as on the T4s, so float16 problems show before a push
     elif device != "CPU" and all(_compute_capability(gpu) >= (7, 0) for gpu in tf.config.list_physical_devices("GPU")):
         # Tensor cores (Volta and later, e.g. the T4) run float16 matmuls several times faster than float32.
         policy = "mixed_float16"
@@ -89,6 +108,30 @@ def setup_accelerator(seed: int) -> Any:
     print(f"accelerator: {describe_devices()} | strategy: {type(strategy).__name__} with "
           f"{strategy.num_replicas_in_sync} replica(s) | precision: {policy}", flush=True)
     return strategy
+
+
+def rehearsal_replicas() -> int:
+    """The replica count a rehearsal asks for through $KAGGLE_REHEARSAL_REPLICAS (0: not a rehearsal)."""
+    value = os.environ.get(REHEARSAL_REPLICAS_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) < 2:
+        raise ValueError(f"${REHEARSAL_REPLICAS_ENV}={value!r} is invalid: expected an integer >= 2 (replicas)")
+    return int(value)
+
+
+def _rehearsal_strategy(replicas: int) -> Any:
+    """MirroredStrategy over `replicas` logical CPU devices (the CPU split before TensorFlow starts its runtime)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != replicas:
+            raise RuntimeError(f"${REHEARSAL_REPLICAS_ENV}={replicas} needs a fresh process: TensorFlow's devices were "
+                               "initialised before setup_accelerator") from None
+    return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
 
 
 def _compute_capability(gpu: Any) -> tuple[int, int]:
@@ -180,6 +223,38 @@ class BestCheckpoint(keras.callbacks.Callback):
             os.replace(tmp, self.path)
 
 
+class TimeBudgetReached(Exception):
+    """Raised by TimeBudget to end training with the resume backup in place (a normal stop would delete it)."""
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """End training after the last epoch that fits before `deadline` (a time.time() value), judged by the longest epoch."""
+
+    def __init__(self, deadline: float, epochs: int):
+        super().__init__()
+        self.deadline, self.epochs, self.longest = deadline, epochs, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        self.longest = max(self.longest, now - self._start)
+        if epoch + 1 < self.epochs and now + self.longest > self.deadline:
+            raise TimeBudgetReached(f"time budget reached after epoch {epoch + 1}/{self.epochs}: another epoch "
+                                    f"(~{self.longest:.0f} s) would end {now + self.longest - self.deadline:.0f} s "
+                                    "past it")
+
+
+def resolve_time_budget(time_budget_hours: float | None) -> float | None:
+    """Hours of this execution training may use: the parameter, or on Kaggle (None) the session limit less a reserve."""
+    from utils.runtime import on_kaggle
+
+    if time_budget_hours is None:
+        return KAGGLE_SESSION_HOURS - EVALUATION_RESERVE_HOURS if on_kaggle() else None
+    return float(time_budget_hours) or None  # 0 switches it off
+
+
 class StopAfterEpoch(keras.callbacks.Callback):
     """Simulate an interruption after a given epoch (used by the resume test and for time-boxed runs)."""
 
@@ -202,13 +277,60 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
 
 
 # Parameters that may change between a run and its continuation in the same output folder.
-RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir")
+RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir", "time_budget_hours")
+# How deep under the input folder an attached kernel output is looked for (/kaggle/input/<slug>/ or, in newer
+# layouts, a few folders further down); the datasets' image folders lie deeper and are never listed.
+ATTACHED_SEARCH_DEPTH = 3
+
+
+def attached_run(output_dir: str | os.PathLike) -> Path | None:
+    """The same run folder in an attached earlier version's output (read-only under the input folder), if any.
+
+    A pushed version starts on a fresh machine; `push --resume-from` attaches the previous version's output, where
+    the run folder sits at the same path relative to the working folder. A folder with a resume backup is preferred.
+    """
+    from utils.runtime import input_root, on_kaggle, working_root
+
+    if not on_kaggle():
+        return None
+    try:
+        relative = Path(output_dir).resolve().relative_to(working_root().resolve())
+    except ValueError:
+        return None  # an absolute output_dir outside the working folder is not returned by Kaggle either
+    root = input_root()
+    if not root.is_dir() or not relative.parts:
+        return None
+    found = [path.parent for depth in range(1, ATTACHED_SEARCH_DEPTH + 1)
+             for path in root.glob("/".join(["*"] * depth + [str(relative), "params.json"]))]
+    found.sort(key=lambda folder: ((folder / "backup").is_dir(), (folder / "params.json").stat().st_mtime))
+    return found[-1] if found else None
+
+
+def copy_attached_run(source: Path, output_dir: Path) -> int:
+    """Copy an attached run folder's files into the run folder (writable copies: the source is read-only)."""
+    copied = 0
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            target = output_dir / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)  # no copystat: a read-only mode would follow the file
+            copied += 1
+    return copied
 
 
 def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> Path:
-    """Create the run folder; refuse one holding a run with other parameters rather than overwrite its results."""
+    """Create the run folder; refuse one holding a run with other parameters rather than overwrite its results.
+
+    On Kaggle, an empty run folder is first filled from the same folder of an attached earlier version's output,
+    so training continues from its backup across sessions.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if not (output_dir / "backup").exists() and not (output_dir / "model.keras").exists():
+        source = attached_run(output_dir)
+        if source is not None:
+            count = copy_attached_run(source, output_dir)
+            print(f"continuing the run attached at {source} ({count} files copied into {output_dir})", flush=True)
     params_file = output_dir / "params.json"
     if params_file.is_file() and ((output_dir / "model.keras").exists() or (output_dir / "backup").exists()):
         previous = json.loads(params_file.read_text())
@@ -222,15 +344,32 @@ def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> P
     return output_dir
 
 
+def recorded_time_budget(output_dir: str | os.PathLike) -> float | None:
+    """The time_budget_hours in the run folder's params.json (written by claim_output_dir), None when absent."""
+    with_params = Path(output_dir) / "params.json"
+    try:
+        value = json.loads(with_params.read_text()).get("time_budget_hours")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir: str | os.PathLike,
-        train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None) -> pd.DataFrame:
-    """Train with best checkpoint, per-epoch CSV history and resume-after-interruption; returns the history."""
+        train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None,
+        time_budget_hours: float | None = None, started: float | None = None) -> pd.DataFrame:
+    """Train with best checkpoint, per-epoch CSV history and resume-after-interruption; returns the history.
+
+    The history's attrs say whether training finished ("finished") and why it stopped early ("stopped"): a time
+    budget (default: the run folder's params.json, resolved by resolve_time_budget) counted from `started` (default:
+    when the notebook imported this module) ends it after the last epoch that fits, keeping the resume backup.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv = output_dir / "backup", output_dir / "history.csv"
     done = read_history(history_csv)
     if not backup_dir.exists() and len(done) >= epochs and (output_dir / "model.keras").exists():
         print(f"training already complete in {output_dir} ({len(done)} epochs); reusing it", flush=True)
+        done.attrs.update(finished=True, stopped=None)
         return done
     if not backup_dir.exists():
         # No interrupted run to resume: start the history afresh instead of appending to an old one.
@@ -245,9 +384,22 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     ]
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=early_stopping, restore_best_weights=True))
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks + (extra_callbacks or []), shuffle=False,
-              verbose=0)
-    return read_history(history_csv)
+    budget = resolve_time_budget(time_budget_hours if time_budget_hours is not None
+                                 else recorded_time_budget(output_dir))
+    if budget:
+        deadline = (SESSION_STARTED if started is None else started) + budget * 3600
+        callbacks.append(TimeBudget(deadline, epochs))  # last: the epoch's backup and history row are written first
+        print(f"time budget: {budget:g} h, until {time.strftime('%H:%M:%S', time.localtime(deadline))}", flush=True)
+    stopped = None
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks + (extra_callbacks or []),
+                  shuffle=False, verbose=0)
+    except TimeBudgetReached as exc:
+        stopped = str(exc)
+        print(f"{stopped}; the backup in {backup_dir} lets the next session continue", flush=True)
+    history = read_history(history_csv)
+    history.attrs.update(finished=stopped is None, stopped=stopped)
+    return history
 
 
 def summarize_history(history: pd.DataFrame) -> dict[str, Any]:
@@ -291,6 +443,9 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
     """Everything metrics.json reports: the study's table, held-out metrics, data, speed, parameters, environment."""
     speed = history["images_per_second"].dropna() if "images_per_second" in history else pd.Series(dtype=float)
     return {
+        # False when a time budget ended training early: epochs_run says how far it got, backup/ how to go on.
+        "finished": bool(history.attrs.get("finished", True)),
+        "stopped": history.attrs.get("stopped"),
         **summarize_history(history),
         **evaluations,
         "images_per_second": float(speed.iloc[1:].median() if len(speed) > 1 else speed.median()) if len(speed) else None,
@@ -306,5 +461,13 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
 
 
 def clean_backup(output_dir: str | os.PathLike) -> None:
-    """Remove the resume backup once the run has finished and its record is written."""
+    """Remove the resume backup once the run has finished and its record is written (kept while it is unfinished)."""
+    try:
+        finished = json.loads((Path(output_dir) / "metrics.json").read_text()).get("finished", True)
+    except (OSError, ValueError, AttributeError):
+        finished = True
+    if finished is False:
+        print(f"unfinished run: {Path(output_dir) / 'backup'} kept for the next session "
+              "(python -m tools.kaggle push ... --resume-from SLUG)", flush=True)
+        return
     shutil.rmtree(Path(output_dir) / "backup", ignore_errors=True)

@@ -1,0 +1,244 @@
+"""A stand-in Kaggle on 127.0.0.1 that runs what is pushed to it, modelled on what the real service does.
+
+The Kaggle CLI (kaggle 2.2.5 / kagglesdk) is pointed at it through its endpoint table and speaks to it over HTTP as
+it would to api.kaggle.com: POST /api/v1/kernels.KernelsApiService/<Method> with camelCase JSON bodies. Modelled:
+
+* SaveKernel names a new kernel after its title, numbers versions (`versionNumber`, `ref` '/code/owner/slug'),
+  refuses a push while 2 batch GPU sessions run ("Maximum batch GPU session count of 2 reached.") or when the
+  weekly quota is spent ("Maximum weekly GPU quota of 30.00 hours reached."), both in the answer's `error` field.
+* Each version runs for real: papermill executes the pushed notebook in a simulated /kaggle of its own (the dataset
+  in the 140k layout under input/, kernel sources' outputs read-only under input/<slug>/, cwd working/,
+  KAGGLE_KERNEL_RUN_TYPE set, no repository on the path, no credentials), writing /kaggle/working/__notebook__.ipynb
+  while it runs; that file is deleted when the run ends, as on Kaggle.
+* GetKernelSessionStatus answers per version (`versionLabel` 'v<N>'; none: the latest), 404 for an unknown kernel.
+* ListKernelSessionOutput lists only what working/ holds (relative names, subfolders), `pageSize` at a time with a
+  `nextPageToken`, plus the run log as Kaggle gives it: a JSON list of {stream_name, time, data} records.
+* `unauthorized_calls` answers chosen calls with HTTP 401, as an expired `kaggle auth login` token gets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+SESSION_LIMIT_ERROR = "Maximum batch GPU session count of 2 reached."
+QUOTA_ERROR = "Maximum weekly GPU quota of 30.00 hours reached."
+DATASET_FOLDER = "140k-real-and-fake-faces"
+ACTIVE = ("QUEUED", "RUNNING")
+
+
+class KaggleStandIn:
+    """The service: kernels with numbered versions, each executed in its own simulated /kaggle."""
+
+    def __init__(self, root: Path, dataset: Path | None = None, session_limit: int = 2):
+        self.root, self.dataset, self.session_limit = Path(root), dataset, session_limit
+        self.kernels: dict[str, list[dict]] = {}  # "owner/slug" -> versions, oldest first
+        self.calls: list[dict] = []
+        self.foreign_sessions = 0  # sessions the user runs elsewhere (e.g. in the browser)
+        self.foreign_end_after_refusals: int | None = None  # those end once they caused this many refusals
+        self.quota_pushes: int | None = None  # pushes left before the weekly quota is spent; None: unlimited
+        self.unauthorized_calls: set[int] = set()  # indexes (in self.calls) answered with HTTP 401
+        self.overrides: dict[str, tuple[int, dict]] = {}  # method -> (HTTP code, answer) given instead
+        self.max_active = 0  # the most sessions seen running at once (ours and foreign)
+        self.refusals: list[str] = []
+        self.lock = threading.Lock()
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, code: int, body: bytes, ctype: str = "application/json"):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                method = self.path.rsplit("/", 1)[-1]
+                with stand_in.lock:
+                    index = len(stand_in.calls)
+                    stand_in.calls.append({"path": self.path, "method": method, "body": body,
+                                           "auth": self.headers.get("Authorization", "")})
+                if index in stand_in.unauthorized_calls:
+                    code, answer = 401, {"code": 401, "message": "Unauthenticated: the access token expired"}
+                else:
+                    code, answer = stand_in.answer(method, body)
+                stand_in.calls[index]["code"] = code
+                self._send(code, json.dumps(answer).encode())
+
+            def do_GET(self):
+                path = stand_in.file_path(self.path.split("/files/", 1)[-1])
+                if path is None:
+                    self._send(404, b"not found", "text/plain")
+                else:
+                    self._send(200, path.read_bytes(), "application/octet-stream")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    # ------------------------------------------------------------------------------------------ the API
+
+    def answer(self, method: str, body: dict) -> tuple[int, dict]:
+        """Kaggle's answer to one call (or the test's override for that method)."""
+        if method in self.overrides:
+            return self.overrides[method]
+        if method == "SaveKernel":
+            return self.save_kernel(body)
+        ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
+        version = self.version(ref, body.get("versionLabel"))
+        if version is None:
+            return 404, {"code": 404, "message": f"Kernel {ref} {body.get('versionLabel') or ''} not found"}
+        if method == "GetKernelSessionStatus":
+            failure = {"failureMessage": version["failure"]} if version["failure"] else {}
+            return 200, {"status": version["state"], **failure}
+        if method == "ListKernelSessionOutput":
+            return 200, self.list_output(ref, version, body)
+        return 404, {"code": 404, "message": f"no such method {method}"}
+
+    def active_sessions(self) -> int:
+        """Sessions running now: our kernels' queued or running versions and the foreign ones."""
+        return self.foreign_sessions + sum(v["state"] in ACTIVE for vs in self.kernels.values() for v in vs)
+
+    def save_kernel(self, body: dict) -> tuple[int, dict]:
+        """Push: refuse at the session limit or quota, else a new version that starts running."""
+        from slugify import slugify
+
+        with self.lock:
+            if self.active_sessions() >= self.session_limit:
+                self.refusals.append(SESSION_LIMIT_ERROR)
+                if self.foreign_end_after_refusals is not None and self.foreign_sessions:
+                    self.foreign_end_after_refusals -= 1
+                    if self.foreign_end_after_refusals <= 0:
+                        self.foreign_sessions = 0
+                return 200, {"error": SESSION_LIMIT_ERROR}
+            if self.quota_pushes is not None and self.quota_pushes <= 0:
+                self.refusals.append(QUOTA_ERROR)
+                return 200, {"error": QUOTA_ERROR}
+            if self.quota_pushes is not None:
+                self.quota_pushes -= 1
+            owner, asked = body["slug"].split("/")
+            ref = f"{owner}/{asked}" if f"{owner}/{asked}" in self.kernels else f"{owner}/{slugify(body['newTitle'])}"
+            versions = self.kernels.setdefault(ref, [])
+            version = {"number": len(versions) + 1, "state": "QUEUED", "failure": None, "log": "", "body": body,
+                       "sim": self.root / ref.replace("/", "--") / f"v{len(versions) + 1}"}
+            versions.append(version)
+            self.max_active = max(self.max_active, self.active_sessions())
+        threading.Thread(target=self.run, args=(ref, version), daemon=True).start()
+        return 200, {"ref": f"/code/{ref}", "url": f"{self.url}/code/{ref}", "versionNumber": version["number"]}
+
+    def version(self, ref: str, label: str | None) -> dict | None:
+        """A kernel's version by label ('v2'), the latest without one, None when unknown."""
+        versions = self.kernels.get(ref, [])
+        if not label:
+            return versions[-1] if versions else None
+        number = int(label.lstrip("v"))
+        return versions[number - 1] if 0 < number <= len(versions) else None
+
+    def list_output(self, ref: str, version: dict, body: dict) -> dict:
+        """One page of a finished version's /kaggle/working files, and its log."""
+        working = version["sim"] / "working"
+        names = []
+        if version["state"] not in ACTIVE and working.is_dir():
+            names = sorted(str(p.relative_to(working)) for p in working.rglob("*") if p.is_file())
+        start = int(body.get("pageToken") or 0)
+        end = start + int(body.get("pageSize") or 20)
+        files = [{"fileName": name, "url": f"{self.url}/files/{ref}/{version['number']}/{name}"}
+                 for name in names[start:end]]
+        return {"files": files, "log": version["log"], **({"nextPageToken": str(end)} if end < len(names) else {})}
+
+    def file_path(self, name: str) -> Path | None:
+        """The file a download URL names: owner/slug/version/relative path."""
+        owner, slug, number, relative = name.split("/", 3)
+        versions = self.kernels.get(f"{owner}/{slug}", [])
+        if not number.isdigit() or not 0 < int(number) <= len(versions):
+            return None
+        path = versions[int(number) - 1]["sim"] / "working" / relative
+        return path if path.is_file() else None
+
+    # ------------------------------------------------------------------------------------------ a session
+
+    def attach_sources(self, version: dict, input_dir: Path) -> None:
+        """Dataset and kernel sources as Kaggle mounts them: read-only under input/."""
+        if self.dataset is not None:
+            (input_dir / DATASET_FOLDER).symlink_to(Path(self.dataset).resolve(), target_is_directory=True)
+        for source in version["body"].get("kernelDataSources") or []:
+            owner, slug, *number = source.split("/")
+            done = [v for v in self.kernels.get(f"{owner}/{slug}", [])
+                    if v["state"] == "COMPLETE" and (not number or v["number"] == int(number[0]))]
+            if done:
+                target = input_dir / slug
+                shutil.copytree(done[-1]["sim"] / "working", target)
+                for folder, dirs, files in os.walk(target, topdown=False):
+                    for name in files:
+                        os.chmod(os.path.join(folder, name), 0o444)
+                    for name in dirs:
+                        os.chmod(os.path.join(folder, name), 0o555)
+
+    def run(self, ref: str, version: dict) -> None:
+        """Execute the pushed notebook with papermill in the version's own simulated /kaggle."""
+        sim = version["sim"]
+        input_dir, working = sim / "input", sim / "working"
+        notebook = sim / "pushed.ipynb"
+        input_dir.mkdir(parents=True)
+        working.mkdir()
+        notebook.write_text(version["body"]["text"])
+        self.attach_sources(version, input_dir)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("KAGGLE_") and k != "PYTHONPATH" and "proxy" not in k.lower()}
+        env.update({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KAGGLE_INPUT_ROOT": str(input_dir),
+                    "KAGGLE_WORKING_ROOT": str(working), "TF_CPP_MIN_LOG_LEVEL": "3"})
+        version["state"] = "RUNNING"
+        command = [sys.executable, "-m", "papermill", str(notebook), str(working / "__notebook__.ipynb"),
+                   "--cwd", str(working), "-k", "python3", "--log-output", "--no-progress-bar"]
+        started, records = time.monotonic(), []
+        with subprocess.Popen(command, cwd=working, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as process:
+            out, err = process.communicate()
+        for stream, text in (("stdout", out), ("stderr", err)):
+            records += [{"stream_name": stream, "time": round(time.monotonic() - started, 3), "data": line}
+                        for line in text.splitlines(keepends=True)]
+        (working / "__notebook__.ipynb").unlink(missing_ok=True)  # exists only while the run goes
+        version["log"] = json.dumps(records)
+        if process.returncode:
+            version["failure"] = "Your notebook tried to run a cell that raised an exception."
+        version["state"] = "COMPLETE" if process.returncode == 0 else "ERROR"
+
+    def add_version(self, ref: str, state: str, files: dict[str, str] | None = None, log: str = "") -> dict:
+        """A version that ran before the test (e.g. an older one, or one cancelled in the browser)."""
+        versions = self.kernels.setdefault(ref, [])
+        version = {"number": len(versions) + 1, "state": state, "failure": None, "log": log, "body": {},
+                   "sim": self.root / ref.replace("/", "--") / f"v{len(versions) + 1}"}
+        for name, text in (files or {}).items():
+            (version["sim"] / "working" / name).parent.mkdir(parents=True, exist_ok=True)
+            (version["sim"] / "working" / name).write_text(text)
+        versions.append(version)
+        return version
+
+    def wait_idle(self, timeout: float = 300) -> None:
+        """Block until no pushed version is queued or running (a test's clean-up)."""
+        deadline = time.monotonic() + timeout
+        while any(v["state"] in ACTIVE and v["body"] for vs in self.kernels.values() for v in vs) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def method_calls(self, method: str) -> list[dict]:
+        """The recorded calls of one API method."""
+        return [c for c in self.calls if c["method"] == method]
+
+
+def tiny_140k(root: Path, per_class: int = 6, image_size: int = 32) -> Path:
+    """A few generated images per class in the Kaggle 140k layout (real_vs_fake/real-vs-fake/{train,valid,test})."""
+    from utils import synthetic
+
+    counts = {"train": per_class, "valid": max(2, per_class // 2), "test": max(2, per_class // 2)}
+    return synthetic.generate_dataset(Path(root), counts, image_size=image_size)

@@ -1,0 +1,208 @@
+"""The rehearsal: the exact kernel `push` sends, run here in a simulated /kaggle on the two-replica mixed-precision path.
+
+Two rehearsals of params/kaggle-t4x2.yaml with a few images per class share the module: one whose time budget ends
+it after its first of two epochs, then one that attaches that output (read-only, as a kernel source) and finishes
+it under the same MirroredStrategy over two logical CPU devices with mixed_float16. Their model is then evaluated
+and explained here. Bad values must fail in the rehearsal with the notebook's own message.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kaggle_standin import tiny_140k
+from tools import kaggle as kg
+from utils.report import count_images
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
+STUDY_PARAMS = REPO_ROOT / "params" / "kaggle-t4x2.yaml"
+# 2 epochs of 4 images per class at 32 px, 2 per replica: a global batch of 4 and a learning rate of 2 x 0.001.
+SMALL = ["-p", "epochs", "2", "-p", "image_size", "32", "-p", "batch_size", "2", "-p", "max_images", "4"]
+RUN_FOLDER = "train"  # output_dir in kaggle-t4x2.yaml: /kaggle/working/train
+
+
+@pytest.fixture(scope="module")
+def rehearsals(tmp_path_factory):
+    """The budget-stopped rehearsal and the one that continues it: {name: (exit code, output folder)}."""
+    root = tmp_path_factory.mktemp("rehearsal")
+    data = tiny_140k(root / "faces")
+    sim = root / "sim"
+
+    def rehearse(slug: str, *extra: str) -> tuple[int, Path]:
+        code = kg.main(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, *extra, "--slug", slug,
+                        "--data", str(data), "--rehearsal-dir", str(sim)])
+        return code, sim / slug / "output"
+
+    budget = rehearse("rehearsal-budget", "-p", "time_budget_hours", "0.000001")  # no time for a second epoch
+    resumed = rehearse("rehearsal-resume", "-p", "time_budget_hours", "0", "--resume-from", str(budget[1]))
+    return {"budget": budget, "resumed": resumed, "data": data, "sim": sim}
+
+
+def log_of(output: Path) -> str:
+    """A rehearsal's run log (what Kaggle's listing gives as <slug>.log)."""
+    return (output / f"{output.parent.name}.log").read_text()
+
+
+def assert_report_shows_figures(output: Path) -> str:
+    """The report `pull` would give exists and shows every figure the run folder holds."""
+    report = (output / f"{output.parent.name}.html").read_text()
+    pngs = sorted((output / RUN_FOLDER).glob("*.png"))
+    assert {p.name for p in pngs} == {"training_curves.png", "confusion_matrix.png"}
+    assert count_images(report) == len(pngs)
+    return report
+
+
+def test_time_budget_stops_after_the_last_epoch_that_fits(rehearsals):
+    """Two replicas, mixed_float16: the budget ends training after epoch 1 of 2; the best checkpoint is still
+    evaluated, metrics.json says unfinished, the backup stays for the next session and the report is there."""
+    code, output = rehearsals["budget"]
+    log = log_of(output)
+    assert code == 0, log[-3000:]
+    assert "strategy: MirroredStrategy with 2 replica(s) | precision: mixed_float16" in log
+    assert "2 replica(s): global batch 4, learning rate 0.002" in log  # batch_size 2 per replica, lr x 2
+    assert "time budget reached after epoch 1/2" in log
+    run = output / RUN_FOLDER
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finished"] is False and metrics["epochs_run"] == 1 and "time budget" in metrics["stopped"]
+    assert metrics["environment"]["precision"] == "mixed_float16"
+    assert metrics["params"]["time_budget_hours"] == 0.000001 and "test" in metrics
+    assert (run / "backup").is_dir() and (run / "model.keras").is_file()
+    assert not (output / kg.EXECUTED_NOTEBOOK).exists()  # gone when the run ended, as on Kaggle
+    assert json.loads((output / kg.BUILD_RECORD).read_text())["slug"] == "rehearsal-budget"
+    assert_report_shows_figures(output)
+
+
+def test_resume_from_the_attached_output_finishes_under_the_strategy(rehearsals):
+    """The next session attaches the first one's output read-only, continues from its backup and finishes."""
+    code, output = rehearsals["resumed"]
+    log = log_of(output)
+    assert code == 0, log[-3000:]
+    assert "continuing the run attached at" in log and "resuming from" in log
+    assert "MirroredStrategy with 2 replica(s) | precision: mixed_float16" in log
+    attached = rehearsals["sim"] / "rehearsal-resume" / "input" / "rehearsal-budget" / RUN_FOLDER / "params.json"
+    assert attached.is_file() and attached.stat().st_mode & 0o222 == 0  # mounted read-only
+    run = output / RUN_FOLDER
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["finished"] is True and metrics["epochs_run"] == 2 and metrics["stopped"] is None
+    history = (run / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1"]  # epoch 1 from the first session, 2 from this
+    assert not (run / "backup").exists() and (run / "model.keras").is_file()
+    report = assert_report_shows_figures(output)
+    assert "Traceback" not in report
+
+
+def test_mixed_float16_model_evaluates_and_explains(rehearsals):
+    """The model trained under mixed_float16 over two replicas loads here, predicts float32 probabilities with the
+    scaled learning rate kept, and gives finite Grad-CAM maps."""
+    import keras
+
+    from utils import data, evaluation, explanation
+    from utils.model import load_model
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as in the notebook, whose evaluation loads it so
+    try:
+        model = load_model(rehearsals["resumed"][1] / RUN_FOLDER / "model.keras")
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    policies = {layer.dtype_policy.name for layer in model.layers if layer.name.endswith("_conv")}
+    assert policies == {"mixed_float16"}
+    assert model.output.dtype == "float32"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.002)
+    index = data.index_dataset(str(rehearsals["data"]), val_split=0.25, seed=42, max_images=4)
+    y_true, p_fake = evaluation.collect_predictions(model, data.make_dataset(index.test, 32, 4, training=False))
+    assert p_fake.dtype == np.float32 and np.all((p_fake >= 0) & (p_fake <= 1)) and len(y_true) == len(index.test)
+    assert 0 <= evaluation.binary_metrics(y_true, p_fake)["accuracy"] <= 1
+    images = data.load_images(index.test.paths[:2], 32)
+    maps = explanation.grad_cam(model, images)
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_bad_values_fail_in_the_rehearsal(rehearsals, capsys):
+    """An unknown dataset folder fails with the notebook's own message before any push; weights='imagenet' with
+    the internet off is refused while building, with how to attach the weights instead."""
+    sim = rehearsals["sim"]
+    code = kg.main(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, "-p", "data_dir",
+                    "/kaggle/input/no-such-faces", "--slug", "rehearsal-bad-data", "--data", str(rehearsals["data"]),
+                    "--rehearsal-dir", str(sim)])
+    err = capsys.readouterr().err
+    assert code == kg.EXIT_RUN_FAILED
+    message = "parameter data_dir='/kaggle/input/no-such-faces' is invalid"
+    assert f"the notebook raised ValueError: {message}" in err
+    report = (sim / "rehearsal-bad-data" / "output" / "rehearsal-bad-data.html").read_text()
+    assert "The run failed" in report and message in report
+
+    code = kg.main(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, "-p", "weights", "imagenet",
+                    "--slug", "rehearsal-imagenet", "--rehearsal-dir", str(sim)])
+    err = capsys.readouterr().err
+    assert code == kg.EXIT_ERROR and "internet off" in err and kg.IMAGENET_NOTOP_FILE in err
+    assert not (sim / "rehearsal-imagenet").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the pieces, fast
+
+
+def test_time_budget_resolution(monkeypatch):
+    """None: just under Kaggle's session limit on Kaggle, off elsewhere; 0 off; hours as given."""
+    from utils import training
+    from utils.runtime import KAGGLE_SESSION_HOURS
+
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    assert training.resolve_time_budget(None) is None and training.resolve_time_budget(0) is None
+    assert training.resolve_time_budget(2) == 2.0
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    assert 0 < training.resolve_time_budget(None) < KAGGLE_SESSION_HOURS
+    assert training.resolve_time_budget(0) is None
+    with pytest.raises(ValueError, match="time_budget_hours"):
+        training.validate_params({**{name: None for name in training.PARAMETERS}, "alpha": 0.2, "epochs": 1,
+                                  "batch_size": 2, "image_size": 32, "val_split": 0.25, "seed": 0,
+                                  "learning_rate": 0.001, "bn_momentum": 0.9, "early_stopping": 0,
+                                  "output_dir": "x", "time_budget_hours": -1})
+
+
+def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
+    """On Kaggle, an empty run folder is filled from the same folder of an attached output (one with a backup
+    preferred), as writable copies; elsewhere nothing is looked for."""
+    from utils import training
+
+    working, inputs = tmp_path / "working", tmp_path / "input"
+    old = inputs / "notebooks" / "train-old" / "train"  # a deeper mount is found too
+    (old / "backup").mkdir(parents=True)
+    (old / "params.json").write_text('{"alpha": 0.2}')
+    (old / "backup" / "training_metadata.json").write_text('{"epoch": 0}')
+    finished = inputs / "train-finished" / "train"
+    finished.mkdir(parents=True)
+    (finished / "params.json").write_text("{}")
+    (inputs / "faces" / "real_vs_fake").mkdir(parents=True)  # a dataset beside them is not taken for a run
+    for path in [old / "params.json", old / "backup" / "training_metadata.json", old / "backup", old]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    monkeypatch.setenv("KAGGLE_INPUT_ROOT", str(inputs))
+    monkeypatch.setenv("KAGGLE_WORKING_ROOT", str(working))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    assert training.attached_run(working / "train") is None
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    assert training.attached_run(working / "train") == old
+    assert training.attached_run(working / "other") is None
+    out = training.claim_output_dir(working / "train", {"alpha": 0.2})
+    copied = out / "backup" / "training_metadata.json"
+    assert copied.read_text() == '{"epoch": 0}' and copied.stat().st_mode & 0o200
+    copied.write_text("{}")  # writable: training goes on in it
+    for path in [old, old / "backup"]:
+        path.chmod(0o755)
+
+
+def test_unfinished_run_keeps_its_backup(tmp_path):
+    """clean_backup leaves the backup of a run its time budget stopped (metrics.json finished: false)."""
+    from utils import training
+
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "metrics.json").write_text('{"finished": false}')
+    training.clean_backup(tmp_path)
+    assert (tmp_path / "backup").is_dir()
+    (tmp_path / "metrics.json").write_text('{"finished": true}')
+    training.clean_backup(tmp_path)
+    assert not (tmp_path / "backup").exists()
