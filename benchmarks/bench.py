@@ -1,5 +1,6 @@
 """Speed benchmark: our tf.data pipeline vs keras image_dataset_from_directory, LeakyReLU vs stock ResNet50 train
-step, end-to-end fit/predict and, on GPUs, mixed precision and one vs all GPUs. Writes runs/bench/<device>.json (results/bench with --out)|md.
+step, end-to-end fit/predict and, on GPUs, mixed precision and one vs all GPUs. Writes runs/bench/<device>.json|md
+(the committed reference: --out results/bench).
 
 Run from the repository root: `python -m benchmarks.bench` (or `python benchmarks/bench.py`); `--help` lists flags.
 All parts run in one process on the same generated 256-px JPEGs (quality 75, two class folders).

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
 
 TINY_GRID = {"jpeg_quality": [100, 30], "blur_sigma": [0, 1], "rescale_factor": [1, 0.5], "noise_sigma": [0, 10]}
@@ -124,8 +123,7 @@ def test_analysis_figures_report_and_threshold_file(analyzed, tiny_run):
 
 
 def test_cap_split_keeps_per_class_cap_and_order():
-    from utils.data import cap_split
-    from utils.data import Split
+    from utils.data import Split, cap_split
 
     split = Split([f"{i:02d}.jpg" for i in range(10)], [0] * 7 + [1] * 3)
     capped = cap_split(split, 2, seed=0)

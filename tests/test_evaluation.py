@@ -13,12 +13,35 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from utils.evaluation import (ROBUSTNESS_GRID, TRANSFORMS, alpha_summary, alpha_table, binary_metrics,
-                              bootstrap_intervals, choose_alpha, choose_threshold, collect_predictions,
-                              equal_error_rate, expected_calibration_error, format_interval, gaussian_blur,
-                              gaussian_noise, holm, jpeg_recompress, paired_alpha_table, plot_alpha,
-                              plot_confusion_matrix, plot_reliability, plot_robustness, plot_roc_pr, predict_proba,
-                              reliability_curve, rescale, robustness_table, sign_flip_test)
+from utils.evaluation import (
+    ROBUSTNESS_GRID,
+    TRANSFORMS,
+    alpha_summary,
+    alpha_table,
+    binary_metrics,
+    bootstrap_intervals,
+    choose_alpha,
+    choose_threshold,
+    collect_predictions,
+    equal_error_rate,
+    expected_calibration_error,
+    format_interval,
+    gaussian_blur,
+    gaussian_noise,
+    holm,
+    jpeg_recompress,
+    paired_alpha_table,
+    plot_alpha,
+    plot_confusion_matrix,
+    plot_reliability,
+    plot_robustness,
+    plot_roc_pr,
+    predict_proba,
+    reliability_curve,
+    rescale,
+    robustness_table,
+    sign_flip_test,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

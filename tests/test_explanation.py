@@ -136,7 +136,7 @@ def test_gradcam_layer_has_at_least_7x7_cells_at_the_image_size(size, layer, cel
     assert tuple(model.get_layer(name).output.shape[1:3]) == shape
     # Nothing deeper qualifies: every later layer's map is smaller than 7x7 (or not a map at all).
     later = model.layers[[layer.name for layer in model.layers].index(name) + 1:]
-    assert all(len(l.output.shape) != 4 or min(l.output.shape[1:3]) < GRADCAM_MIN_CELLS for l in later)
+    assert all(len(layer_.output.shape) != 4 or min(layer_.output.shape[1:3]) < GRADCAM_MIN_CELLS for layer_ in later)
 
 
 def test_gradcam_layer_on_other_models():

@@ -3,15 +3,14 @@ import json
 import shutil
 
 import pytest
-
 from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
 
 
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory):
     """A real/ + ai/ folder (real at JPEG quality 95, fake at 70; one real image copied twice) and its explore run."""
-    from utils import synthetic
     from tools.notebook import run_notebook
+    from utils import synthetic
 
     root = tmp_path_factory.mktemp("plain-dataset")
     for folder, fake, quality in (("real", False, 95), ("ai", True, 70)):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from kaggle_standin import QUOTA_ERROR, SESSION_LIMIT_ERROR, KaggleStandIn, tiny_140k
+
 from tools import kaggle as kg
 from tools.notebook import parse_value
 from utils.report import count_images

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from kaggle_standin import tiny_140k
+
 from tools import kaggle as kg
 from utils.report import count_images
 

@@ -2,7 +2,6 @@
 
 import nbformat
 import pytest
-
 from conftest import REPO_ROOT, TINY_TRAIN_PARAMS, assert_report_shows_figures
 
 

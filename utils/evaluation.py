@@ -85,8 +85,15 @@ def _eer_from_curve(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray) ->
 
 def binary_metrics(y_true: Any, p_fake: Any, threshold: float = 0.5) -> dict[str, Any]:
     """Accuracy (overall and per class), precision/recall/F1 for fake, ROC AUC, AP, EER, confusion matrix; JSON-ready."""
-    from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
-                                 precision_score, recall_score, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     y, p = _check_scores(y_true, p_fake)
     # ">= threshold is fake" matches sklearn's roc_curve, so a threshold read off the curve reproduces its rates.

@@ -5,6 +5,7 @@ The bottom of the import graph: every other module may import it, it imports non
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -74,8 +75,14 @@ def quiet_logs() -> None:
     cudart stub), so the process' stderr is parked in a temporary file for the import and shown only if it fails.
     """
     set_quiet_log_env()
-    if "tensorflow" in sys.modules:
-        return
+    if "tensorflow" not in sys.modules:
+        _import_tensorflow_quietly()
+    # Under Jupyter TensorFlow's Python logger runs at INFO: MirroredStrategy would print its reduce plan per step.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process' stderr parked; shown only if the import fails."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as parked:

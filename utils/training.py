@@ -197,7 +197,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.0f} img/s",
+        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.1f} img/s",
               flush=True)
         if logs is not None:
             # Same dict the CSV logger writes next, so the history keeps the timing too (it survives a resume).
@@ -344,23 +344,13 @@ def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> P
     return output_dir
 
 
-def recorded_time_budget(output_dir: str | os.PathLike) -> float | None:
-    """The time_budget_hours in the run folder's params.json (written by claim_output_dir), None when absent."""
-    with_params = Path(output_dir) / "params.json"
-    try:
-        value = json.loads(with_params.read_text()).get("time_budget_hours")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir: str | os.PathLike,
         train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None,
         time_budget_hours: float | None = None, started: float | None = None) -> pd.DataFrame:
     """Train with best checkpoint, per-epoch CSV history and resume-after-interruption; returns the history.
 
     The history's attrs say whether training finished ("finished") and why it stopped early ("stopped"): a time
-    budget (default: the run folder's params.json, resolved by resolve_time_budget) counted from `started` (default:
+    budget (the time_budget_hours parameter, resolved by resolve_time_budget) counted from `started` (default:
     when the notebook imported this module) ends it after the last epoch that fits, keeping the resume backup.
     """
     output_dir = Path(output_dir)
@@ -384,8 +374,7 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     ]
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(patience=early_stopping, restore_best_weights=True))
-    budget = resolve_time_budget(time_budget_hours if time_budget_hours is not None
-                                 else recorded_time_budget(output_dir))
+    budget = resolve_time_budget(time_budget_hours)
     if budget:
         deadline = (SESSION_STARTED if started is None else started) + budget * 3600
         callbacks.append(TimeBudget(deadline, epochs))  # last: the epoch's backup and history row are written first
