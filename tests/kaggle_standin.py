@@ -18,14 +18,14 @@ it would to api.kaggle.com: POST /api/v1/kernels.KernelsApiService/<Method> with
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tools.kaggle import EXECUTED_NOTEBOOK, kernel_command, kernel_env, make_read_only
 
 SESSION_LIMIT_ERROR = "Maximum batch GPU session count of 2 reached."
 QUOTA_ERROR = "Maximum weekly GPU quota of 30.00 hours reached."
@@ -178,11 +178,7 @@ class KaggleStandIn:
             if done:
                 target = input_dir / slug
                 shutil.copytree(done[-1]["sim"] / "working", target)
-                for folder, dirs, files in os.walk(target, topdown=False):
-                    for name in files:
-                        os.chmod(os.path.join(folder, name), 0o444)
-                    for name in dirs:
-                        os.chmod(os.path.join(folder, name), 0o555)
+                make_read_only(target)
 
     def run(self, ref: str, version: dict) -> None:
         """Execute the pushed notebook with papermill in the version's own simulated /kaggle."""
@@ -193,21 +189,17 @@ class KaggleStandIn:
         working.mkdir()
         notebook.write_text(version["body"]["text"])
         self.attach_sources(version, input_dir)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("KAGGLE_") and k != "PYTHONPATH" and "proxy" not in k.lower()}
-        env.update({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KAGGLE_INPUT_ROOT": str(input_dir),
-                    "KAGGLE_WORKING_ROOT": str(working), "TF_CPP_MIN_LOG_LEVEL": "3"})
+        # The kernel's folders and environment as Kaggle sets them up (one GPU-less replica, internet as pushed).
+        env = kernel_env(input_dir, working, replicas=1, internet=bool(version["body"].get("enableInternet")))
         version["state"] = "RUNNING"
-        command = [sys.executable, "-m", "papermill", str(notebook), str(working / "__notebook__.ipynb"),
-                   "--cwd", str(working), "-k", "python3", "--log-output", "--no-progress-bar"]
         started, records = time.monotonic(), []
-        with subprocess.Popen(command, cwd=working, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) as process:
+        with subprocess.Popen(kernel_command(notebook, working), cwd=working, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as process:
             out, err = process.communicate()
         for stream, text in (("stdout", out), ("stderr", err)):
             records += [{"stream_name": stream, "time": round(time.monotonic() - started, 3), "data": line}
                         for line in text.splitlines(keepends=True)]
-        (working / "__notebook__.ipynb").unlink(missing_ok=True)  # exists only while the run goes
+        (working / EXECUTED_NOTEBOOK).unlink(missing_ok=True)  # exists only while the run goes
         version["log"] = json.dumps(records)
         if process.returncode:
             version["failure"] = "Your notebook tried to run a cell that raised an exception."

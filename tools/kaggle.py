@@ -1023,7 +1023,7 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def _make_read_only(path: Path) -> None:
+def make_read_only(path: Path) -> None:
     """Files 0444 and folders 0555, as Kaggle mounts inputs (symlinks left alone)."""
     for folder, dirs, files in os.walk(path, topdown=False):
         for name in files:
@@ -1049,16 +1049,20 @@ def kernel_env(input_dir: Path, working: Path, replicas: int, internet: bool) ->
     return env
 
 
+def kernel_command(notebook: Path, working: Path) -> list[str]:
+    """Kaggle's run of a pushed notebook: papermill into <working>/__notebook__.ipynb with the working folder as cwd."""
+    return [sys.executable, "-m", "papermill", str(notebook), str(working / EXECUTED_NOTEBOOK), "--cwd", str(working),
+            "-k", "python3", "--log-output", "--no-progress-bar"]
+
+
 def execute_kernel(folder: Path, input_dir: Path, working: Path, replicas: int = REHEARSAL_REPLICAS,
                    internet: bool = False) -> tuple[int, str]:
     """Run a built kernel as Kaggle does: papermill on the pushed notebook, cwd = the working folder, the executed
     copy at <working>/__notebook__.ipynb while it runs and deleted after; the exit code and the run log."""
     meta = json.loads((Path(folder) / METADATA_FILE).read_text())
     working.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "papermill", str(Path(folder) / meta["code_file"]),
-               str(working / EXECUTED_NOTEBOOK), "--cwd", str(working), "-k", "python3", "--log-output",
-               "--no-progress-bar"]
     log: list[str] = []
+    command = kernel_command(Path(folder) / meta["code_file"], working)
     with subprocess.Popen(command, cwd=working, env=kernel_env(input_dir, working, replicas, internet),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
         for line in process.stdout:
@@ -1103,7 +1107,7 @@ def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | No
         attached = input_dir / (resume_from.name if resume_from.name != "output" else resume_from.parent.name)
         (staged / "output").rename(attached)
         staged.rmdir()
-        _make_read_only(attached)
+        make_read_only(attached)
     print(f"rehearsing {folder / notebook.name} in {sim} ({replicas} replica(s), internet "
           f"{'on' if internet else 'off'})", flush=True)
     code, log = execute_kernel(folder, input_dir, working, replicas, internet)

@@ -78,10 +78,8 @@ def setup_accelerator(seed: int) -> Any:
     if rehearsal:
         strategy = _rehearsal_strategy(rehearsal)  # before seeding: logical devices must precede TF's start
     keras.utils.set_random_seed(seed)
-    device = "CPU"
-    if rehearsal:
-        device = "CPU rehearsal"
-    else:
+    device = "CPU rehearsal" if rehearsal else "CPU"
+    if not rehearsal:
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
             tf.config.experimental_connect_to_cluster(resolver)
@@ -89,12 +87,7 @@ def setup_accelerator(seed: int) -> Any:
             strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
         except (ValueError, RuntimeError, tf.errors.NotFoundError):
             gpus = tf.config.list_physical_devices("GPU")
-            if len(gpus) >= 2:
-                strategy = tf.distribute.MirroredStrategy()
-            elif gpus:
-                strategy = tf.distribute.get_strategy()
-            else:
-                strategy = tf.distribute.get_strategy()
+            strategy = tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
             device = f"{len(gpus)} x GPU" if gpus else "CPU"
     policy = "float32"
     if device == "TPU":
