@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 KAGGLE_VENV := .venv-kaggle
 OUT ?= runs
 UNSEEN := '["synthetic:nearest", "synthetic:bilinear"]'
+# The sweep's slopes (tools.sweep's default: 0 0.01 0.1 0.2 0.3). Each run is one demo training, about 8 minutes on
+# 2 CPU cores: the committed sweep compares the ReLU baseline with the study's slope only (ALPHAS="0 0.2").
+ALPHAS ?= 0 0.01 0.1 0.2 0.3
 # The tests that touch what Kaggle's image pins (TensorFlow, Keras, numpy, pandas, scikit-learn).
 KAGGLE_VERSION_TESTS := tests/test_model.py tests/test_training.py tests/test_train_notebook.py \
 	tests/test_analyze_notebook.py tests/test_kaggle.py tests/test_rehearse.py
@@ -57,7 +60,7 @@ analyze: setup
 		-p run_dirs '["$(OUT)/demo"]' -p output_dir $(OUT)/analysis
 
 sweep: setup
-	$(PY) -m tools.sweep -f params/cpu-demo.yaml --seeds 42 43 44 --output-root $(OUT)/sweep -a extra_data_dirs $(UNSEEN)
+	$(PY) -m tools.sweep -f params/cpu-demo.yaml --alphas $(ALPHAS) --seeds 42 43 44 --output-root $(OUT)/sweep -a extra_data_dirs $(UNSEEN)
 
 bench: setup
 	$(PY) -m benchmarks.bench --out $(OUT)/bench

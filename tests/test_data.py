@@ -392,3 +392,98 @@ def test_cache_decision_budget(monkeypatch):
     assert data.cache_decision(1, 8) is False
     monkeypatch.undo()
     assert data._available_ram() > 0 and data.cache_decision(10, 8) is True
+
+
+# ---------------------------------------------------------------------------------------------- resize_mode
+
+
+def _checkerboard(path: Path, width: int, height: int) -> Path:
+    """A 1-pixel black/white checkerboard PNG (all its energy at the finest scale)."""
+    board = ((np.indices((height, width)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    Image.fromarray(np.repeat(board[..., None], 3, axis=2)).save(path)
+    return path
+
+
+def _coordinates(path: Path, width: int, height: int) -> Path:
+    """A PNG whose red channel is the column and green channel the row, so a crop tells where it was cut."""
+    rows, cols = np.indices((height, width))
+    Image.fromarray(np.stack([cols, rows, np.zeros_like(rows)], axis=2).astype(np.uint8)).save(path)
+    return path
+
+
+def test_crop_keeps_native_pixels_where_resize_smooths_them(tmp_path):
+    board = str(_checkerboard(tmp_path / "board.png", 64, 64))
+    source = np.asarray(Image.open(board).convert("RGB"), dtype=np.float32)
+    cropped = data.load_images([board], 32, resize_mode="crop")[0]
+    np.testing.assert_array_equal(cropped, source[16:48, 16:48])  # the centre window, pixel for pixel
+    resized = data.load_images([board], 32, resize_mode="resize")[0]
+    assert resized.std() < 1 and cropped.std() > 120  # resizing averaged the checkerboard away
+
+
+def test_centre_crop_is_central_and_deterministic(tmp_path):
+    path = str(_coordinates(tmp_path / "coords.png", width=48, height=40))
+    first, again = (data.load_images([path], 32, resize_mode="crop")[0] for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert (first[0, 0, 0], first[0, 0, 1]) == (8, 4)  # left (48-32)/2, top (40-32)/2
+    np.testing.assert_array_equal(first[0, :, 0], np.arange(8, 40))  # native scale: one column per pixel
+
+
+def _training_corners(split: Split, seed: int, epochs: int = 2) -> list[tuple[int, int]]:
+    """(column, row) of the top-left pixel of each training crop, per epoch."""
+    ds = data.make_dataset(split, 32, 1, training=True, seed=seed, cache=True, resize_mode="crop")
+    corners = []
+    for _ in range(epochs):
+        for images, _ in ds:
+            image = images.numpy()[0]
+            np.testing.assert_array_equal(image[0, :, 0], image[0, 0, 0] + np.arange(32))  # an unscaled window
+            corners.append((int(image[0, 0, 0]), int(image[0, 0, 1])))
+    return corners
+
+
+def test_random_training_crop_varies_with_seed_and_epoch(tmp_path):
+    split = Split([str(_coordinates(tmp_path / "coords.png", width=96, height=80))], [0])
+    first, again, other = (_training_corners(split, seed) for seed in (3, 3, 4))
+    assert first == again  # same seed, same crops epoch by epoch
+    assert first[0] != first[1] and first != other  # a new crop every epoch, other crops for another seed
+    assert all(0 <= col <= 96 - 32 and 0 <= row <= 80 - 32 for col, row in first + other)
+
+
+def test_crop_enlarges_small_images_keeping_aspect(tmp_path):
+    square = str(_write_image(tmp_path / "small.png", 1, size=16))
+    # a square image smaller than S: enlarged to S, nothing to crop, so it equals the resize
+    np.testing.assert_array_equal(data.load_images([square], 32, "crop"), data.load_images([square], 32, "resize"))
+    tall = tmp_path / "tall.png"
+    Image.new("RGB", (16, 24), (200, 30, 60)).save(tall)  # 16 wide, 24 high: becomes 32 x 48, then cropped
+    image = data.load_images([str(tall)], 32, "crop")[0]
+    assert image.shape == (32, 32, 3)
+    np.testing.assert_allclose(image, np.broadcast_to([200, 30, 60], (32, 32, 3)), atol=1)
+    ds = data.make_dataset(Split([str(tall)], [0]), 32, 1, training=True, seed=0, resize_mode="crop")
+    assert next(iter(ds))[0].shape == (1, 32, 32, 3)
+
+
+def test_crop_mode_never_uses_the_jpeg_decode_downscale(tmp_path):
+    path = tmp_path / "coords.jpg"
+    Image.open(_coordinates(tmp_path / "coords.png", width=128, height=128)).save(path, quality=100)
+    assert data.jpeg_ratio([str(path)], 32) == 4  # what resize mode decodes this JPEG with
+    cropped = data.load_images([str(path)], 32, "crop")[0]
+    # the centre of the full-scale decode: columns 48..79 one by one (a 1/4 decode would step by 4)
+    np.testing.assert_allclose(cropped[16, :, 0], np.arange(48, 80), atol=3)
+    np.testing.assert_allclose(cropped[:, 16, 1], np.arange(48, 80), atol=3)
+    with pytest.raises(DataError, match="own scale"):
+        data._decode_resize(str(path), 32, ratio=4, resize_mode="crop")
+
+
+def test_resize_mode_is_checked_and_read_from_a_run_record():
+    with pytest.raises(DataError, match="resize_mode must be one of 'resize', 'crop', got 'pad'"):
+        data.load_images([], 32, resize_mode="pad")
+    assert data.run_resize_mode({"alpha": 0.2}) == "resize"  # recorded before resize_mode existed
+    assert data.run_resize_mode(None) == "resize" and data.run_resize_mode({"resize_mode": "crop"}) == "crop"
+
+
+def test_cache_budget_counts_whole_images_when_training_crops(tmp_path, monkeypatch):
+    split = Split([str(_write_image(tmp_path / f"{i}.png", i, size=256)) for i in range(4)], [0, 1, 0, 1])
+    # room for 4 x 32 x 32 x 3 bytes but not for 4 x 256 x 256 x 3
+    monkeypatch.setattr(data, "_available_ram", lambda: int(4 * 64 * 64 * 3 / data.CACHE_RAM_FRACTION))
+    assert data.cache_fits(split, 32, "resize", training=True) is True
+    assert data.cache_fits(split, 32, "crop", training=False) is True  # centre crops are S x S
+    assert data.cache_fits(split, 32, "crop", training=True) is False

@@ -117,10 +117,13 @@ def test_shortcut_probes_warn_above_the_threshold_only():
 
 
 def test_spectrum_probe_baseline_fits_on_train_and_scores_held_out_images():
-    """Real images against the synthetic generator's upsampled fakes: fit on one seed's images, rank another seed's."""
+    """Plain images against ones with a planted Nyquist checkerboard: fit on one seed's images, rank another seed's.
+
+    (The embedded default's own classes are built so that this probe cannot separate them: tests/test_synthetic.py.)
+    """
     def batch(seed: int, n: int = 15) -> tuple[np.ndarray, np.ndarray]:
-        images = np.stack([synthetic.make_image(i, fake, image_size=SIZE, seed=seed)
-                           for fake in (False, True) for i in range(n)])
+        images = np.stack([np.clip(synthetic.make_image(i, fake, image_size=SIZE, seed=seed) + (_checker() if fake else 0),
+                                   0, 255) for fake in (False, True) for i in range(n)])
         return probes.spectra_from_images(images), np.r_[np.zeros(n), np.ones(n)].astype(int)
 
     x_train, y_train = batch(seed=0)
@@ -128,9 +131,10 @@ def test_spectrum_probe_baseline_fits_on_train_and_scores_held_out_images():
     probe = probes.fit_spectrum_probe(x_train, y_train)
     p = probes.probe_p_fake(probe, x_test)
     assert p.shape == (30,) and ((p >= 0) & (p <= 1)).all()
-    assert p[y_test == 1].min() > p[y_test == 0].max()  # AUC 1 on images it never saw
-    shuffled = probes.fit_spectrum_probe(x_train, np.random.default_rng(0).permutation(y_train))
     from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y_test, p) > 0.95  # on images it never saw
+    shuffled = probes.fit_spectrum_probe(x_train, np.random.default_rng(0).permutation(y_train))
     assert abs(roc_auc_score(y_test, probes.probe_p_fake(shuffled, x_test)) - 0.5) < 0.3  # nothing to learn
     with pytest.raises(ValueError, match="both real"):
         probes.fit_spectrum_probe(x_train[:15], y_train[:15])

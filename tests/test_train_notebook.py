@@ -1,5 +1,7 @@
 """One papermill run of notebooks/train.ipynb with tiny parameters: what it writes and what metrics.json says."""
 
+import json
+
 import nbformat
 import pytest
 from conftest import REPO_ROOT, TINY_TRAIN_PARAMS, assert_report_shows_figures
@@ -15,6 +17,8 @@ def test_run_writes_report_and_artifacts(tiny_run):
     assert_report_shows_figures(tiny_run / "train.ipynb", tiny_run / "train.html", sorted(tiny_run.glob("*.png")))
     # The report hides code but shows the parameters in force.
     assert "validate_params" not in html and "learning_rate" in html and "<td>0.2</td>" in html
+    # Degradations are off by default: one line says so, and there is no example figure.
+    assert "train-time degradations are off" in html and not (tiny_run / "degradation_examples.png").exists()
 
 
 def test_metrics_json_content(tiny_metrics, tiny_dataset):
@@ -25,6 +29,7 @@ def test_metrics_json_content(tiny_metrics, tiny_dataset):
     assert 1 <= m["best"]["epoch"] <= TINY_TRAIN_PARAMS["epochs"]
     assert m["params"]["alpha"] == 0.2 and m["params"]["image_size"] == 32 and m["seed"] == 1
     assert m["params"]["data_dir"] == str(tiny_dataset)
+    assert m["params"]["resize_mode"] == "resize" and m["params"]["blur_prob"] == 0.0  # the study's protocol
     counts = m["dataset"]["counts"]
     # Pool of 16 per class split 75:25; the official test split (6 per class) kept aside.
     assert counts["train"] == {"real": 12, "fake": 12} and counts["val"] == {"real": 4, "fake": 4}
@@ -52,11 +57,14 @@ def test_rerun_with_other_parameters_is_refused(tiny_run, tiny_dataset):
 
     from tools.notebook import run_notebook
 
-    before = (tiny_run / "metrics.json").read_bytes()
+    before = {name: (tiny_run / name).read_bytes() for name in ("metrics.json", "train.ipynb", "train.html")}
     with pytest.raises(PapermillExecutionError, match="holds a run with other parameters"):
         run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",
                      {**TINY_TRAIN_PARAMS, "alpha": 0.1, "data_dir": str(tiny_dataset), "output_dir": str(tiny_run)})
-    assert (tiny_run / "metrics.json").read_bytes() == before
+    # The finished run's record and report stay; the refused attempt's report sits beside them.
+    assert {name: (tiny_run / name).read_bytes() for name in before} == before
+    assert "holds a run with other parameters" in (tiny_run / "train-failed.html").read_text()
+    assert not (tiny_run / "train.running.ipynb").exists()
 
 
 def test_notebooks_are_committed_clean():
@@ -73,3 +81,22 @@ def test_notebooks_are_committed_clean():
                 # papermill cannot parse a parameter whose comment holds '='.
                 assert line.split("#", 1)[1].count("=") == 0, f"{path}: '=' in the comment of {line}"
         assert len(nb.cells) <= 25, path
+
+
+def test_run_with_degradations_and_crops_shows_their_examples(tiny_dataset, tmp_path):
+    """Degradations on and resize_mode crop: recorded with the run, and their example figure is in the report."""
+    from tools.notebook import run_notebook
+
+    out = tmp_path / "degraded"
+    degradations = {"blur_prob": 0.5, "blur_sigma": [0.0, 2.0], "jpeg_prob": 0.5, "jpeg_quality": [30, 90],
+                    "rescale_prob": 0.5, "rescale_range": [0.5, 1.0], "noise_prob": 0.5, "noise_sigma": [0.0, 8.0]}
+    run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",
+                 {**TINY_TRAIN_PARAMS, "epochs": 1, "max_images": 4, "data_dir": str(tiny_dataset),
+                  "output_dir": str(out), "resize_mode": "crop", **degradations})
+    assert (out / "degradation_examples.png").stat().st_size > 0
+    assert_report_shows_figures(out / "train.ipynb", out / "train.html", sorted(out.glob("*.png")))
+    for record in (json.loads((out / "params.json").read_text()),
+                   json.loads((out / "metrics.json").read_text())["params"]):
+        assert record["resize_mode"] == "crop"
+        assert {k: record[k] for k in degradations} == degradations
+

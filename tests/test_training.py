@@ -26,11 +26,39 @@ def test_good_parameters_pass_and_ints_become_floats():
     ("data_dir", "synthetic:pixelshuffle", "synthetic:nearest"),
     ("flip", "diagonal", "horizontal"), ("weights", "missing.h5", "imagenet"), ("max_images", 1, ">= 2"),
     ("batch_size", True, ">= 1"), ("bn_momentum", 1.0, "(0, 1)"),
+    ("resize_mode", "pad", "'crop'"), ("blur_prob", 1.5, "probability in [0, 1]"), ("jpeg_prob", -0.1, "[0, 1]"),
+    ("noise_prob", "0.5", "probability"), ("blur_sigma", [3.0, 1.0], "0 <= low <= high <= 10"),
+    ("blur_sigma", 2.0, "[low, high]"), ("jpeg_quality", [0, 90], "1 <= low <= high <= 100"),
+    ("jpeg_quality", [30.5, 90], "integer JPEG qualities"), ("rescale_range", [0.5, 1.5], "<= high <= 1"),
+    ("noise_sigma", [0.0, 80.0], "grey levels"), ("noise_sigma", [1.0, 2.0, 3.0], "[low, high]"),
 ])
 def test_each_bad_parameter_is_named(name, value, expected):
     with pytest.raises(ValueError) as error:
         training.validate_params({**GOOD, name: value})
     assert f"parameter {name}=" in str(error.value) and expected in str(error.value)
+
+
+def test_degradation_and_resize_mode_parameters_default_off_and_are_recorded_as_lists():
+    params = training.validate_params(GOOD)  # a namespace without them (an older notebook) gets the defaults
+    assert params["resize_mode"] == "resize" and params["blur_prob"] == 0.0 and params["jpeg_quality"] == [30, 100]
+    params = training.validate_params({**GOOD, "resize_mode": "crop", "blur_prob": 1, "blur_sigma": (0, 3),
+                                       "jpeg_quality": (40, 90)})
+    assert params["resize_mode"] == "crop" and params["blur_prob"] == 1.0
+    assert params["blur_sigma"] == [0.0, 3.0] and all(isinstance(v, float) for v in params["blur_sigma"])
+    assert params["jpeg_quality"] == [40, 90] and all(isinstance(v, int) for v in params["jpeg_quality"])
+    json.dumps(params)  # recorded in params.json and metrics.json as they are
+
+
+def test_run_recorded_before_new_parameters_resumes_at_their_defaults(tmp_path):
+    """An older params.json lacks resize_mode and the degradations: that run used the defaults, so it may continue."""
+    params = training.validate_params({**GOOD, "output_dir": str(tmp_path)})
+    older = {k: v for k, v in params.items() if k not in training.PARAMETER_DEFAULTS}
+    (tmp_path / "params.json").write_text(json.dumps(older))
+    (tmp_path / "backup").mkdir()
+    training.claim_output_dir(tmp_path, params)
+    (tmp_path / "params.json").write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=r"blur_prob: 0\.0 -> 0\.5"):
+        training.claim_output_dir(tmp_path, {**params, "blur_prob": 0.5})
 
 
 def test_missing_parameter_is_named():

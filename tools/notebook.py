@@ -48,15 +48,22 @@ def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: st
     output_dir = resolve_output_dir(str(params["output_dir"]))
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = output_dir / notebook.name
+    # Executed beside the report, moved into place when done: a run refused or failing in a folder that already
+    # holds a report (a finished run, or one to resume) must not overwrite that report with its own.
+    attempt = output_dir / f"{notebook.stem}.running.ipynb"
+    finished = False
     try:
         papermill.execute_notebook(
-            str(notebook), str(executed), parameters=params, kernel_name=kernel,
+            str(notebook), str(attempt), parameters=params, kernel_name=kernel,
             cwd=str(REPO_ROOT), log_output=True, progress_bar=False,
         )
+        finished = True
     finally:
         # A failed run is rendered too: the report then shows the cell that raised.
-        if executed.exists():
-            report = render_html(executed)
+        if attempt.exists():
+            target = executed if finished or not executed.exists() else output_dir / f"{notebook.stem}-failed.ipynb"
+            os.replace(attempt, target)
+            report = render_html(target)
             print(f"report: {report}", flush=True)
     return executed
 

@@ -61,6 +61,11 @@ class Run:
         return int(self.params["image_size"])
 
     @property
+    def resize_mode(self) -> str:
+        """How the run brought images to size ("resize" or "crop"; "resize" for runs recorded before the choice)."""
+        return data.run_resize_mode(self.params)
+
+    @property
     def report_label(self) -> str:
         """The report split as tables and figure titles name it: "test", or "val (optimistic)"."""
         return split_label(self.report_split)
@@ -126,10 +131,10 @@ def dataset_split(data_dir: str, max_images: int | None = None, seed: int = 0) -
     return split, info
 
 
-def predict_split(model: Any, split: Split, image_size: int, batch_size: int = PREDICT_BATCH
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, P(fake)) of a split, images decoded and resized as in training (utils.data.make_dataset)."""
-    ds = data.make_dataset(split, image_size, batch_size, training=False, cache=False)
+def predict_split(model: Any, split: Split, image_size: int, batch_size: int = PREDICT_BATCH,
+                  resize_mode: str = data.DEFAULT_RESIZE_MODE) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, P(fake)) of a split, images decoded and sized as the run evaluated them (utils.data.make_dataset)."""
+    ds = data.make_dataset(split, image_size, batch_size, training=False, cache=False, resize_mode=resize_mode)
     return evaluation.collect_predictions(model, ds)
 
 
@@ -150,7 +155,7 @@ def load_run(run_dir: str | os.PathLike, data_dir: str | None = None, max_images
     run = Run(name or run_dir.resolve().name, run_dir, record, model, index, report_split, splits,
               warning=data_check(record, index))
     for split_name, split in splits.items():
-        run.y[split_name], run.p[split_name] = predict_split(model, split, run.image_size, batch_size)
+        run.y[split_name], run.p[split_name] = predict_split(model, split, run.image_size, batch_size, run.resize_mode)
     return run
 
 
@@ -264,7 +269,7 @@ def robustness(run: Run, grid: Mapping[str, Iterable[float]] = evaluation.ROBUST
                batch_size: int = PREDICT_BATCH) -> pd.DataFrame:
     """AUC and accuracy of the run on (at most max_images per class of) its report split under each degradation."""
     split = cap_split(run.splits[run.report_split], max_images, int(run.params["seed"]))
-    images = data.load_images(split.paths, run.image_size)
+    images = data.load_images(split.paths, run.image_size, run.resize_mode)
 
     def predict(x: np.ndarray) -> np.ndarray:
         return evaluation.predict_proba(run.model, x, batch_size)
@@ -315,7 +320,7 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
                 # A figure left by an earlier analysis in this folder would otherwise pass for this one's.
                 (out / f"{name}.png").unlink(missing_ok=True)
             continue
-        images = data.load_images([split.paths[i] for i in idx], run.image_size)
+        images = data.load_images([split.paths[i] for i in idx], run.image_size, run.resize_mode)
         heatmaps = explanation.grad_cam(run.model, images, layer_name=layer)
         # The first panel names the layer and the split, so a saved figure says what it shows on its own.
         titles = [f"{t}\n{layer} {cells[0]}x{cells[1]}, {run.report_label}" if k == 0 else t
@@ -334,7 +339,7 @@ def extra_datasets(run: Run, data_dirs: Sequence[str], max_images: int | None = 
     results = {}
     for data_dir in data_dirs:
         split, info = dataset_split(data_dir, max_images, int(run.params["seed"]))
-        y, p = predict_split(run.model, split, run.image_size, batch_size)
+        y, p = predict_split(run.model, split, run.image_size, batch_size, run.resize_mode)
         key = str(data_dir)
         results[key] = {"dataset": info, "metrics": evaluation.binary_metrics(y, p, 0.5),
                         "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples),
@@ -392,9 +397,10 @@ def interval_frame(results: Mapping[str, Mapping[str, Any]], which: str = "all",
 
 # ------------------------------------------------------------------------------------------------ trivial baseline
 
-def image_spectra(paths: Sequence[str], image_size: int, chunk: int = 256) -> np.ndarray:
-    """1-D log spectra (utils.probes) of images decoded and resized exactly as the CNN sees them, in chunks."""
-    parts = [probes.spectra_from_images(data.load_images(list(paths[i:i + chunk]), image_size))
+def image_spectra(paths: Sequence[str], image_size: int, chunk: int = 256,
+                  resize_mode: str = data.DEFAULT_RESIZE_MODE) -> np.ndarray:
+    """1-D log spectra (utils.probes) of images decoded and sized exactly as the CNN sees them, in chunks."""
+    parts = [probes.spectra_from_images(data.load_images(list(paths[i:i + chunk]), image_size, resize_mode))
              for i in range(0, len(paths), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, probes.SPECTRUM_BINS))
 
@@ -409,13 +415,14 @@ def spectrum_baseline(run: Run, data_dirs: Sequence[str] = (), max_images: int |
     """
     seed = int(run.params["seed"])
     train = cap_split(run.index.train, train_images, seed)
-    probe = probes.fit_spectrum_probe(image_spectra(train.paths, run.image_size), train.labels, seed)
+    probe = probes.fit_spectrum_probe(image_spectra(train.paths, run.image_size, resize_mode=run.resize_mode),
+                                      train.labels, seed)
     splits = {_own_split(run.report_split): run.splits[run.report_split]}
     splits |= {str(d): dataset_split(d, max_images, seed)[0] for d in data_dirs}
     scored = {}
     for key, split in splits.items():
         y = np.asarray(split.labels)
-        p = probes.probe_p_fake(probe, image_spectra(split.paths, run.image_size))
+        p = probes.probe_p_fake(probe, image_spectra(split.paths, run.image_size, resize_mode=run.resize_mode))
         scored[key] = {"metrics": evaluation.binary_metrics(y, p, 0.5),
                        "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples)}
     return {"probe": probes.SPECTRUM_PROBE, "features": f"{probes.SPECTRUM_BINS}-bin azimuthal log spectrum",
@@ -431,7 +438,7 @@ def spectrum_baselines(runs: Sequence[Run], data_dirs: Sequence[str] = (), max_i
     cache: dict[tuple, dict[str, Any]] = {}
     baselines = {}
     for run in runs:
-        key = (run.image_size, int(run.params["seed"]), tuple(run.index.train.paths),
+        key = (run.image_size, run.resize_mode, int(run.params["seed"]), tuple(run.index.train.paths),
                tuple(run.splits[run.report_split].paths), run.report_split)
         if key not in cache:
             cache[key] = spectrum_baseline(run, data_dirs, max_images, train_images, n_resamples)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from utils.analysis import THRESHOLD_FILE  # written beside model.keras by the analysis
-from utils.data import CLASS_NAMES, IMAGE_EXTENSIONS, scan_files
+from utils.data import CLASS_NAMES, DEFAULT_RESIZE_MODE, IMAGE_EXTENSIONS, run_resize_mode, scan_files
 from utils.runtime import write_atomic
 
 DEFAULT_THRESHOLD = 0.5
@@ -48,6 +48,24 @@ def recorded_threshold(model_path: str | os.PathLike) -> float | None:
     return float(value) if isinstance(value, (int, float)) and 0 <= value <= 1 else None
 
 
+def recorded_resize_mode(model_path: str | os.PathLike) -> str:
+    """How the model's run brought images to size: resize_mode in its params.json (else metrics.json's params).
+
+    Runs recorded before resize_mode existed resized whole images (utils.data.DEFAULT_RESIZE_MODE); so does a model
+    without a run folder around it.
+    """
+    folder = Path(model_path).resolve().parent
+    for name, key in (("params.json", None), ("metrics.json", "params")):
+        try:
+            record = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        params = record.get(key) if key and isinstance(record, dict) else record
+        if isinstance(params, dict):
+            return run_resize_mode(params)
+    return DEFAULT_RESIZE_MODE
+
+
 def model_image_size(model: Any) -> int:
     """The square input size of a model from its input shape [None, S, S, 3]."""
     shape = tuple(model.input_shape)
@@ -62,17 +80,18 @@ def _short(error: Exception) -> str:
     return (text.splitlines() or [type(error).__name__])[0][:200]
 
 
-def _decode(paths: list[str], image_size: int) -> tuple[np.ndarray, list[str], list[dict]]:
-    """Decode a batch as in training; when the batch fails, file by file so only the bad files are dropped."""
+def _decode(paths: list[str], image_size: int, resize_mode: str = DEFAULT_RESIZE_MODE
+            ) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Decode a batch as the run evaluated; when the batch fails, file by file so only the bad files are dropped."""
     from utils.data import load_images
 
     try:
-        return load_images(paths, image_size), paths, []
+        return load_images(paths, image_size, resize_mode), paths, []
     except Exception:  # tf raises InvalidArgumentError and friends; one bad file must not lose the batch
         images, good, bad = [], [], []
         for path in paths:
             try:
-                images.append(load_images([path], image_size)[0])
+                images.append(load_images([path], image_size, resize_mode)[0])
                 good.append(path)
             except Exception as error:
                 bad.append({"path": path, "reason": f"cannot decode: {_short(error)}"})
@@ -81,15 +100,19 @@ def _decode(paths: list[str], image_size: int) -> tuple[np.ndarray, list[str], l
 
 
 def predict_files(model: Any, paths: list[str], batch_size: int = 32, threshold: float = DEFAULT_THRESHOLD,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], list[dict]]:
-    """Rows {path, p_fake, label} for the readable images and records {path, reason} for the unreadable ones."""
+                  progress: Callable[[int, int], None] | None = None, resize_mode: str = DEFAULT_RESIZE_MODE
+                  ) -> tuple[list[dict], list[dict]]:
+    """Rows {path, p_fake, label} for the readable images and records {path, reason} for the unreadable ones.
+
+    resize_mode: how the model's run brought images to size (recorded_resize_mode), "resize" or a centre "crop".
+    """
     from utils.evaluation import predict_proba
 
     image_size = model_image_size(model)
     good, unreadable = scan_files(list(paths))
     rows: list[dict] = []
     for start in range(0, len(good), batch_size):
-        images, decoded, bad = _decode(good[start:start + batch_size], image_size)
+        images, decoded, bad = _decode(good[start:start + batch_size], image_size, resize_mode)
         unreadable.extend(bad)
         if len(decoded):
             p_fake = predict_proba(model, images, batch_size)
@@ -147,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         source = f"validation-chosen ({THRESHOLD_FILE})"
         if threshold is None:
             threshold, source = DEFAULT_THRESHOLD, "default"
-    print(f"{len(paths)} image file(s); threshold {threshold:.4f} ({source})", file=sys.stderr, flush=True)
+    resize_mode = recorded_resize_mode(args.model)
+    print(f"{len(paths)} image file(s); threshold {threshold:.4f} ({source}); images brought to size by "
+          f"{resize_mode!r} as the run was", file=sys.stderr, flush=True)
     model = load_model(args.model)
     every = max(1, args.progress_every)
     last = [0]
@@ -157,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {done}/{total} images", file=sys.stderr, flush=True)
         last[0] = done
 
-    rows, unreadable = predict_files(model, paths, args.batch_size, threshold, progress)
+    rows, unreadable = predict_files(model, paths, args.batch_size, threshold, progress, resize_mode)
     unreadable = missing + unreadable
     sys.stdout.write(rows_to_csv(rows))
     if args.csv:

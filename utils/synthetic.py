@@ -1,13 +1,20 @@
-"""Synthetic data: the embedded default dataset, face-like images whose fake class carries a GAN upsampling fingerprint.
+"""Synthetic data: the embedded default dataset, face-like images whose fake class carries a spatial upsampling trace.
 
-Real and fake images come from one scene generator and get per-channel colour statistics drawn from one
-distribution, then go through the same JPEG encoder at the same quality. The only difference is how the fake
-image reaches full resolution: rendered at half size and enlarged by a transposed-convolution-like upsampler
-whose uneven kernel overlap leaves a periodic (checkerboard) pattern and a high-frequency fall-off, the
-fingerprints documented for GAN images by Frank et al. (2020) and Durall et al. (2020).
+Real and fake images come from one scene generator, get per-channel colour statistics drawn from one distribution
+and a luminance grain of one random strength and one power spectrum, then go through the same JPEG encoder at the
+same quality. What tells them apart is a faint periodic modulation of the content, of the same strength and the same
+radial frequency in both classes: in a fake, the grid-aligned checkerboard an upsampler whose taps do not balance
+leaves along both axes (the artifacts Odena et al. 2016, Frank et al. 2020 and Durall et al. 2020 describe); in a
+real image, a texture of the same power at an oblique angle (a stand-in for the periodic traces cameras leave too).
+Radially averaged, their spectra are the same, so no global statistic (file size, sharpness, high-frequency share
+or energy at any band, colour, the 1-D spectrum) separates the classes, as on real FFHQ / StyleGAN faces: the explore
+notebook's shortcut probes measure this (tests/test_synthetic.py too). Only the orientation of the pattern differs,
+which a convolution sees and a global statistic does not.
 
-Other generators for cross-generator tests differ only in that upsampler (`upsampler="nearest"` or "bilinear"); the
-data loader names them `synthetic:<upsampler>` (e.g. in the analysis notebook's `extra_data_dirs`).
+Other generators for cross-generator tests (`upsampler="nearest"` or `"bilinear"`) leave no checkerboard: their fakes'
+grain is drawn at half size and enlarged by pixel replication or bilinear interpolation, which correlates
+neighbouring pixels by their phase, while their real images' grain is the same kernel on full-size noise (the same
+spectrum). The data loader names them `synthetic:<upsampler>` (e.g. in the analysis notebook's `extra_data_dirs`).
 """
 from __future__ import annotations
 
@@ -31,10 +38,17 @@ DATASET_NAME = "synthetic-faces"
 DEFAULT_COUNTS = {"train": 400, "valid": 100, "test": 150}
 DEFAULT_IMAGE_SIZE = 64
 JPEG_QUALITY = 90
-# Transposed-convolution taps (kernel 3, stride 2): even output pixels get the centre tap, odd ones the two outer
-# taps, so centre != 2 x outer modulates intensity with period 2 — the checkerboard artifact.
-UPSAMPLE_TAPS = (0.47, 1.06, 0.47)
-SENSOR_NOISE = 3.0
+# Standard deviation of the grain in grey levels, drawn per image from one range for both classes: its strength
+# varies more between images than anything the fingerprint changes, so no sharpness or file-size cue is left.
+GRAIN_STD = (4.0, 10.0)
+# Depth of the periodic modulation of the content (both classes): the fake's checkerboard multiplies each pixel by
+# 1 + gain x (cos along rows + cos along columns) / 2, as the uneven kernel overlap of an upsampler does.
+CHECKERBOARD_GAIN = 0.16
+# The trace's wave vector in cycles per 64 pixels: the checkerboard runs at its length, 13 (a period of 4.9 px),
+# along both axes, the real texture along the vector and its perpendicular (23 degrees off the axes). A Pythagorean
+# triple puts both at one radius; at this moderate frequency the Sobel and Laplacian filters respond to the two
+# orientations within 4 and 7 percent of each other (at 0.6 x Nyquist the Laplacian differs by 38 percent).
+TRACE_VECTOR = (5, 12)
 _LAYOUT = Path("real_vs_fake") / "real-vs-fake"
 
 
@@ -79,37 +93,74 @@ def _scene_params(rng: np.random.Generator) -> dict:
     }
 
 
-def _transposed_upsample(img: np.ndarray) -> np.ndarray:
-    """2x upsampling by zero insertion and a 3-tap kernel per axis, as a stride-2 transposed convolution does."""
-    a, b, _ = UPSAMPLE_TAPS
+def _filter(field: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """The separable kernel `taps` x `taps` applied along both axes (wrapping at the border, like the FFT)."""
+    from scipy import ndimage
+
     for axis in (0, 1):
-        img = np.moveaxis(img, axis, 0)
-        out = np.empty((img.shape[0] * 2,) + img.shape[1:], dtype=np.float64)
-        out[0::2] = b * img
-        out[1::2] = a * (img + np.roll(img, -1, axis=0))
-        img = np.moveaxis(out, 0, axis)
-    return img
+        field = ndimage.convolve1d(field, taps, axis=axis, mode="wrap")
+    return field
 
 
-def _nearest_upsample(img: np.ndarray) -> np.ndarray:
-    """2x upsampling by pixel replication (2x2 blocks), the nearest-neighbour resize some generators use."""
-    return img.repeat(2, axis=0).repeat(2, axis=1)
+def make_grain(rng: np.random.Generator, size: int, fake: bool, upsampler: str = "transposed") -> np.ndarray:
+    """Unit-variance grain [size, size]: `upsampler`'s kernel on half-size noise (a fake that injects noise before
+    upsampling) or on full-size noise (a real image, or the default generator, whose trace is in the content).
+
+    Upsampling is zero insertion followed by the kernel. Zero-inserted noise of variance 4 has the flat power
+    spectrum of full-size noise of variance 1 (averaged over the 2x2 phases), so both classes' grain has the same
+    spectrum |K(f)|^2; only the fake's variance and correlation change with the pixel's phase.
+    """
+    taps = np.asarray(UPSAMPLERS[upsampler], dtype=np.float64)
+    if fake and upsampler != "transposed":
+        field = np.zeros((size, size))
+        field[0::2, 0::2] = 2.0 * rng.standard_normal((size // 2, size // 2))
+    else:
+        field = rng.standard_normal((size, size))
+    return _filter(field, taps) / np.sum(taps ** 2)
 
 
-def _bilinear_upsample(img: np.ndarray) -> np.ndarray:
-    """2x bilinear upsampling (taps 1/4, 3/4 at half-pixel centres): smooth, no period-2 pattern, a weaker spectral fall-off."""
-    for axis in (0, 1):
-        img = np.moveaxis(img, axis, 0)
-        before, after = np.concatenate([img[:1], img[:-1]]), np.concatenate([img[1:], img[-1:]])
-        out = np.empty((img.shape[0] * 2,) + img.shape[1:], dtype=np.float64)
-        out[0::2] = 0.25 * before + 0.75 * img
-        out[1::2] = 0.75 * img + 0.25 * after
-        img = np.moveaxis(out, 0, axis)
-    return img
+def _trace_cycles(size: int) -> tuple[int, tuple[int, int]]:
+    """(cycles per image of the checkerboard along each axis, an oblique wave vector of exactly that length).
+
+    TRACE_VECTOR scaled by size / 64: a Pythagorean triple, so the oblique texture sits at the checkerboard's exact
+    radial frequency (no band edge of a radial statistic can fall between them), a whole number of cycles per image
+    (no spectral leakage). Sizes that are not multiples of 64 get the nearest whole-number vectors.
+    """
+    scale = size / 64
+    ax, ay = TRACE_VECTOR
+    cycles = int(round(np.hypot(ax, ay) * scale))
+    return cycles, (int(round(ax * scale)), int(round(ay * scale)))
+
+
+def checkerboard(size: int, gain: float | None = None) -> np.ndarray:
+    """Per-pixel gain [size, size] of an unbalanced upsampler: 1 + gain x (cosine along rows + along columns) / 2."""
+    gain = CHECKERBOARD_GAIN if gain is None else gain
+    cycles, _ = _trace_cycles(size)
+    wave = np.cos(2 * np.pi * cycles * np.arange(size) / size)
+    return 1.0 + gain * (wave[:, None] + wave[None, :]) / 2
+
+
+def oblique_texture(rng: np.random.Generator, size: int, gain: float | None = None) -> np.ndarray:
+    """Per-pixel gain [size, size]: the checkerboard turned by about 23 degrees (two perpendicular cosines), random phases.
+
+    Same radial frequency, same power and the same number of spectral peaks as the checkerboard, so a radially
+    averaged spectrum (and every statistic built on one, in amplitude or in power) cannot tell them apart; only the
+    orientation can. Turned left or right at random.
+    """
+    gain = CHECKERBOARD_GAIN if gain is None else gain
+    _, (kx, ky) = _trace_cycles(size)
+    if rng.integers(2):
+        kx, ky = ky, kx
+    y, x = np.mgrid[0:size, 0:size]
+    phases = rng.uniform(0, 2 * np.pi, 2)
+    waves = np.cos(2 * np.pi * (kx * x + ky * y) / size + phases[0]) + np.cos(2 * np.pi * (-ky * x + kx * y) / size + phases[1])
+    return 1.0 + gain * waves / 2
 
 
 # The fake class's generator fingerprint; "transposed" makes the embedded default, the others unseen generators.
-UPSAMPLERS = {"transposed": _transposed_upsample, "nearest": _nearest_upsample, "bilinear": _bilinear_upsample}
+# Per-axis grain kernels. "transposed" leaves the grain white (its trace is the checkerboard in the content);
+# "nearest" (pixel replication) and "bilinear" (half-pixel centres) enlarge the fakes' injected noise.
+UPSAMPLERS = {"transposed": (1.0,), "nearest": (1.0, 1.0), "bilinear": (0.25, 0.75, 0.75, 0.25)}
 DEFAULT_UPSAMPLER = "transposed"
 # How a data_dir names a generated dataset (utils.data.resolve_data_dir): "synthetic:<upsampler>".
 GENERATOR_PREFIX = "synthetic:"
@@ -123,21 +174,19 @@ def _check_upsampler(upsampler: str) -> None:
 
 def make_image(index: int, fake: bool, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
                upsampler: str = DEFAULT_UPSAMPLER) -> np.ndarray:
-    """One uint8 RGB image, deterministic from (seed, index, class); a fake is enlarged 2x by `upsampler`."""
+    """One uint8 RGB image, deterministic from (seed, index, class); a fake's grain is enlarged 2x by `upsampler`."""
     _check_upsampler(upsampler)
     rng = np.random.default_rng([seed, index, int(fake)])
-    params = _scene_params(rng)
-    if fake:
-        low = _render_scene(params, image_size // 2, rng)
-        low = low + rng.normal(0, SENSOR_NOISE / 255, low.shape)
-        img = UPSAMPLERS[upsampler](low)
-    else:
-        img = _render_scene(params, image_size, rng)
-        img = img + rng.normal(0, SENSOR_NOISE / 255, img.shape)
+    img = _render_scene(_scene_params(rng), image_size, rng)
     # Colour statistics drawn from one distribution for both classes: a colour histogram cannot tell them apart.
     target_mean = rng.uniform(70, 170) + rng.uniform(-20, 20, 3)
     target_std = rng.uniform(30, 60) * rng.uniform(0.85, 1.15, 3)
     img = (img - img.mean(axis=(0, 1))) / (img.std(axis=(0, 1)) + 1e-8) * target_std + target_mean
+    if upsampler == "transposed":
+        trace = checkerboard(image_size) if fake else oblique_texture(rng, image_size)
+        img = img * trace[..., None]
+    # Luminance grain: JPEG keeps luma at full resolution but halves chroma, which would erase a period-2 pattern.
+    img = img + (rng.uniform(*GRAIN_STD) * make_grain(rng, image_size, fake, upsampler))[..., None]
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
@@ -196,8 +245,9 @@ def default_dataset_dir(root: str | os.PathLike | None = None, image_size: int =
         # Each generator its own scenes: with the default's seed, another generator's real images would be the very
         # images a model trained on the default has seen, and a cross-generator test would score them as unseen.
         seed = list(UPSAMPLERS).index(upsampler)
-    recipe = {"version": 1, "counts": DEFAULT_COUNTS, "image_size": image_size, "seed": seed,
-              "jpeg_quality": JPEG_QUALITY, "taps": UPSAMPLE_TAPS, "noise": SENSOR_NOISE}
+    recipe = {"version": 2, "counts": DEFAULT_COUNTS, "image_size": image_size, "seed": seed,
+              "jpeg_quality": JPEG_QUALITY, "taps": UPSAMPLERS[upsampler], "grain_std": GRAIN_STD,
+              "checkerboard_gain": CHECKERBOARD_GAIN, "trace_vector": TRACE_VECTOR}
     if upsampler != DEFAULT_UPSAMPLER:
         # Only other generators add the key, so the default's folder (recorded by earlier runs) keeps its name.
         recipe["upsampler"] = upsampler

@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from utils import synthetic
+from utils import degradation, synthetic
+from utils.data import DEFAULT_RESIZE_MODE, RESIZE_MODES
 from utils.figures import finish, new_figure
 from utils.runtime import KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, write_json
 
@@ -24,6 +26,8 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "epochs": ((int,), lambda v: v >= 1, "an integer >= 1"),
     "batch_size": ((int,), lambda v: v >= 1, "an integer >= 1 (per replica)"),
     "image_size": ((int,), lambda v: v >= 32, "an integer >= 32 (pixels; ResNet50 downsamples 32x)"),
+    "resize_mode": ((str,), lambda v: v in RESIZE_MODES,
+                    "'resize' (whole image scaled to image_size) or 'crop' (image_size window at the image's own scale)"),
     "val_split": ((float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
     "learning_rate": ((int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
@@ -35,6 +39,10 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "rotation": ((int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a fraction of a full turn in [0, 1]"),
     "zoom": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1, "None or a fraction in [0, 1)"),
     "contrast": ((int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a factor in [0, 1]"),
+    # Train-time degradations (utils.degradation): each a probability and a [low, high] strength range.
+    **{name: ((int, float), lambda v: 0 <= v <= 1, "a probability in [0, 1] (0 = off)") if name.endswith("_prob")
+       else ((list, tuple), partial(degradation.valid_range, name), degradation.range_expected(name))
+       for name in degradation.DEFAULT_DEGRADATION},
     "weights": ((str, type(None)), lambda v: v in (None, "imagenet") or os.path.isfile(v),
                 "None, 'imagenet' or an existing ResNet50 (no top) weights file"),
     "bn_momentum": ((float,), lambda v: 0 < v < 1, "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
@@ -44,7 +52,7 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
                           "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
 }
 # Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default.
-PARAMETER_DEFAULTS = {"time_budget_hours": None}
+PARAMETER_DEFAULTS = {"time_budget_hours": None, "resize_mode": DEFAULT_RESIZE_MODE, **degradation.DEFAULT_DEGRADATION}
 
 # Kept free after the last epoch: evaluation of the best checkpoint, the run record, the report and Kaggle's copy
 # of /kaggle/working.
@@ -66,6 +74,8 @@ def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
             value = float(value)  # papermill passes `-p val_split 1` style numbers as int
         if isinstance(value, bool) or not isinstance(value, types) or not check(value):
             raise ValueError(f"parameter {name}={value!r} is invalid: expected {expected}")
+        if name in degradation.RANGES:
+            value = degradation.normalise_range(name, value)  # a list, as params.json will hold it
         params[name] = value
     return params
 
@@ -327,8 +337,9 @@ def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> P
     params_file = output_dir / "params.json"
     if params_file.is_file() and ((output_dir / "model.keras").exists() or (output_dir / "backup").exists()):
         previous = json.loads(params_file.read_text())
-        changed = {k: (previous.get(k), v) for k, v in params.items()
-                   if k not in RESUMABLE_CHANGES and previous.get(k) != v}
+        # A parameter added since that run was recorded ran at its default.
+        changed = {k: (previous.get(k, PARAMETER_DEFAULTS.get(k)), v) for k, v in params.items()
+                   if k not in RESUMABLE_CHANGES and previous.get(k, PARAMETER_DEFAULTS.get(k)) != v}
         if changed:
             diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise ValueError(f"output_dir {output_dir} holds a run with other parameters ({diff}); "
