@@ -158,7 +158,8 @@ def test_time_budget_resolution(monkeypatch):
     assert 0 < training.resolve_time_budget(None) < KAGGLE_SESSION_HOURS
     assert training.resolve_time_budget(0) is None
     with pytest.raises(ValueError, match="time_budget_hours"):
-        training.validate_params({**{name: None for name in training.PARAMETERS}, "alpha": 0.2, "epochs": 1,
+        training.validate_params({**{name: None for name in training.PARAMETERS}, **training.PARAMETER_DEFAULTS,
+                                  "alpha": 0.2, "epochs": 1,
                                   "batch_size": 2, "image_size": 32, "val_split": 0.25, "seed": 0,
                                   "learning_rate": 0.001, "bn_momentum": 0.9, "early_stopping": 0,
                                   "output_dir": "x", "time_budget_hours": -1})
