@@ -174,7 +174,7 @@ def _check_upsampler(upsampler: str) -> None:
 
 def make_image(index: int, fake: bool, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
                upsampler: str = DEFAULT_UPSAMPLER) -> np.ndarray:
-    """One uint8 RGB image, deterministic from (seed, index, class); a fake's grain is enlarged 2x by `upsampler`."""
+    """One uint8 RGB image, deterministic from (seed, index, class); a fake carries `upsampler`'s trace."""
     _check_upsampler(upsampler)
     rng = np.random.default_rng([seed, index, int(fake)])
     img = _render_scene(_scene_params(rng), image_size, rng)
