@@ -111,7 +111,7 @@ def make_grain(rng: np.random.Generator, size: int, fake: bool, upsampler: str =
     spectrum |K(f)|^2; only the fake's variance and correlation change with the pixel's phase.
     """
     taps = np.asarray(UPSAMPLERS[upsampler], dtype=np.float64)
-    if fake and upsampler != "transposed":
+    if fake and upsampler not in CONTENT_TRACE:
         field = np.zeros((size, size))
         field[0::2, 0::2] = 2.0 * rng.standard_normal((size // 2, size // 2))
     else:
@@ -161,6 +161,9 @@ def oblique_texture(rng: np.random.Generator, size: int, gain: float | None = No
 # Per-axis grain kernels. "transposed" leaves the grain white (its trace is the checkerboard in the content);
 # "nearest" (pixel replication) and "bilinear" (half-pixel centres) enlarge the fakes' injected noise.
 UPSAMPLERS = {"transposed": (1.0,), "nearest": (1.0, 1.0), "bilinear": (0.25, 0.75, 0.75, 0.25)}
+# Generators whose trace is the checkerboard in the content (their reals get the turned plaid); the others leave theirs
+# in the grain, enlarged from half size.
+CONTENT_TRACE = ("transposed",)
 DEFAULT_UPSAMPLER = "transposed"
 # How a data_dir names a generated dataset (utils.data.resolve_data_dir): "synthetic:<upsampler>".
 GENERATOR_PREFIX = "synthetic:"
@@ -182,7 +185,7 @@ def make_image(index: int, fake: bool, image_size: int = DEFAULT_IMAGE_SIZE, see
     target_mean = rng.uniform(70, 170) + rng.uniform(-20, 20, 3)
     target_std = rng.uniform(30, 60) * rng.uniform(0.85, 1.15, 3)
     img = (img - img.mean(axis=(0, 1))) / (img.std(axis=(0, 1)) + 1e-8) * target_std + target_mean
-    if upsampler == "transposed":
+    if upsampler in CONTENT_TRACE:
         trace = checkerboard(image_size) if fake else oblique_texture(rng, image_size)
         img = img * trace[..., None]
     # Luminance grain: JPEG keeps luma at full resolution but halves chroma, which would erase a period-2 pattern.
