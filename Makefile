@@ -14,7 +14,7 @@ ALPHAS ?= 0 0.01 0.1 0.2 0.3
 KAGGLE_VERSION_TESTS := tests/test_model.py tests/test_training.py tests/test_train_notebook.py \
 	tests/test_analyze_notebook.py tests/test_kaggle.py tests/test_rehearse.py
 
-.PHONY: setup demo test pytest lint strip test-kaggle-versions explore analyze sweep bench
+.PHONY: setup demo test pytest lint strip test-kaggle-versions explore analyze sweep robustness bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ analyze: setup
 
 sweep: setup
 	$(PY) -m tools.sweep -f params/cpu-demo.yaml --alphas $(ALPHAS) --seeds 42 43 44 --output-root $(OUT)/sweep -a extra_data_dirs $(UNSEEN)
+
+# The robustness study (tools/robustness.py): resize, train-time blur+JPEG and crop, seeds 42-44, on the embedded default
+# and on FACES, a folder of real and fake faces (optional; e.g. a sample of the 140k dataset). About 15 demo-sized
+# trainings: two to three hours on 2 CPU cores.
+FACES ?=
+robustness: setup
+	$(PY) -m tools.robustness -f params/cpu-demo.yaml --output-root $(OUT)/robustness $(if $(FACES),--faces $(FACES))
 
 bench: setup
 	$(PY) -m benchmarks.bench --out $(OUT)/bench

@@ -1,7 +1,6 @@
 """Evaluation: metrics (fake = positive), bootstrap intervals, calibration, robustness, alpha sweeps and tests, plots."""
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -186,46 +185,20 @@ def expected_calibration_error(y_true: Any, p_fake: Any, n_bins: int = 15) -> fl
 # Robustness transforms: float32 [N, H, W, 3] in 0..255 in, a new float32 batch of the same shape out.
 # ----------------------------------------------------------------------------------------------------------------
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round and clip one image to uint8 (what an encoder or a PIL RGB image needs)."""
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+def _degrade_each(name: str, images: Any, strength: float, seed: int = 0) -> np.ndarray:
+    """Apply the train-time op `name` (utils.degradation) to every image of a batch: one implementation for both."""
+    from utils import degradation
+
+    x = _check_images(images)
+    out = [degradation.apply(name, image, strength, seed=(int(seed), i)).numpy() for i, image in enumerate(x)]
+    return np.stack(out).astype(np.float32) if out else x.copy()
 
 
 def jpeg_recompress(images: Any, quality: int) -> np.ndarray:
-    """Encode each image as JPEG at `quality` (1..100, PIL defaults incl. 4:2:0 chroma subsampling) and decode it."""
-    from PIL import Image
-
-    x = _check_images(images)
+    """Encode each image as JPEG at `quality` (1..100, 4:2:0 chroma like PIL's default) and decode it."""
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    out = np.empty_like(x)
-    for i, image in enumerate(x):
-        buffer = io.BytesIO()
-        Image.fromarray(_to_uint8(image)).save(buffer, format="JPEG", quality=int(quality))
-        buffer.seek(0)
-        out[i] = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32)
-    return out
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian kernel truncated at 4 sigma (scipy.ndimage's default)."""
-    radius = max(1, int(np.ceil(4.0 * sigma)))
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def _convolve_axis(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
-    """Convolve along one axis with edge-mirrored padding (scipy's "reflect"), as a weighted sum of shifted views."""
-    radius = len(kernel) // 2
-    n = x.shape[axis]
-    # Mirror indices with period 2n, so kernels wider than the image still pad correctly.
-    period = np.arange(-radius, n + radius) % (2 * n)
-    x_pad = np.take(x, np.where(period < n, period, 2 * n - 1 - period), axis=axis)
-    out = np.zeros_like(x, dtype=np.float64)
-    for k, weight in enumerate(kernel):
-        out += weight * np.take(x_pad, np.arange(k, k + n), axis=axis)
-    return out
+    return _degrade_each("jpeg", images, int(quality))
 
 
 def gaussian_blur(images: Any, sigma: float) -> np.ndarray:
@@ -233,32 +206,15 @@ def gaussian_blur(images: Any, sigma: float) -> np.ndarray:
     x = _check_images(images)
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if sigma == 0:
-        return x.copy()
-    kernel = _gaussian_kernel(float(sigma))
-    blurred = _convolve_axis(_convolve_axis(x.astype(np.float64), kernel, axis=1), kernel, axis=2)
-    return np.clip(blurred, 0, 255).astype(np.float32)
+    return x.copy() if sigma == 0 else _degrade_each("blur", x, float(sigma))
 
 
 def rescale(images: Any, factor: float) -> np.ndarray:
-    """Downscale by `factor` (0 < factor <= 1, PIL bilinear with antialiasing) and upscale back; factor 1 is the identity."""
-    from PIL import Image
-
+    """Downscale by `factor` (0 < factor <= 1, bilinear with antialiasing) and upscale back; factor 1 is the identity."""
     x = _check_images(images)
     if not 0 < factor <= 1:
         raise ValueError(f"factor must be in (0, 1], got {factor}")
-    if factor == 1:
-        return x.copy()
-    n, h, w, _ = x.shape
-    small = (max(1, round(w * factor)), max(1, round(h * factor)))  # PIL sizes are (width, height)
-    out = np.empty_like(x)
-    for i in range(n):
-        for c in range(3):
-            # Mode "F" (float32) keeps the round trip free of uint8 quantisation; only the resampling is measured.
-            channel = Image.fromarray(np.ascontiguousarray(x[i, :, :, c]))
-            restored = channel.resize(small, Image.BILINEAR).resize((w, h), Image.BILINEAR)
-            out[i, :, :, c] = np.asarray(restored, dtype=np.float32)
-    return np.clip(out, 0, 255)
+    return x.copy() if factor == 1 else _degrade_each("rescale", x, float(factor))
 
 
 def gaussian_noise(images: Any, sigma: float, seed: int = 0) -> np.ndarray:
@@ -266,12 +222,11 @@ def gaussian_noise(images: Any, sigma: float, seed: int = 0) -> np.ndarray:
     x = _check_images(images)
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if sigma == 0:
-        return x.copy()
-    noise = np.random.default_rng(seed).normal(0.0, float(sigma), size=x.shape)
-    return np.clip(x + noise, 0, 255).astype(np.float32)
+    return x.copy() if sigma == 0 else _degrade_each("noise", x, float(sigma), seed)
 
 
+# The robustness test degrades with the very ops training may degrade with (utils.degradation), so a blur sigma or a
+# JPEG quality means the same thing in both.
 TRANSFORMS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "jpeg_quality": jpeg_recompress,
     "blur_sigma": gaussian_blur,
@@ -502,61 +457,70 @@ def sign_flip_test(treated: Any, baseline: Any) -> dict[str, Any]:
             "exact": exact}
 
 
-def _t_interval(diffs: np.ndarray, level: float) -> tuple[float, float]:
-    """Student-t interval of the mean paired difference; NaN with fewer than two pairs."""
+def t_interval(diffs: Any, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Student-t interval of a mean (of paired differences, or of one metric over seeds); NaN with fewer than two."""
     from scipy import stats
 
+    diffs = np.asarray(diffs, dtype=np.float64)
     if len(diffs) < 2:
         return np.nan, np.nan
     half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
     return float(diffs.mean() - half), float(diffs.mean() + half)
 
 
-def paired_alpha_table(df: pd.DataFrame, metrics: Sequence[str] | None = None, baseline_alpha: float = 0.0,
-                       pair_on: str = "seed", level: float = CI_LEVEL) -> pd.DataFrame:
-    """Each alpha against the baseline alpha, per metric: paired difference over seeds, t interval, sign-flip p, Holm.
+def paired_table(df: pd.DataFrame, group: str, baseline: Any, metrics: Sequence[str] | None = None,
+                 pair_on: str = "seed", level: float = CI_LEVEL) -> pd.DataFrame:
+    """Each value of `group` against `baseline`, per metric: paired difference over seeds, t interval, sign-flip p, Holm.
 
-    Runs are paired by `pair_on` (the seed: same split, initialisation and data order), runs sharing an alpha and a
-    seed are averaged first. Holm's correction runs over every test in the table (all alphas x all metrics), the
-    family a reader scans. Rows without a pair (no baseline run with that seed) get n_pairs 0 and no test.
+    Runs are paired by `pair_on` (the seed: same split, initialisation and data order), runs sharing a group value
+    and a seed are averaged first. Holm's correction runs over every test in the table (all groups x all metrics),
+    the family a reader scans. Rows without a pair (no baseline run with that seed) get n_pairs 0 and no test.
     """
-    for column in ("alpha", pair_on):
+    for column in (group, pair_on):
         if column not in df.columns:
-            raise ValueError(f"df has no {column!r} column (columns: {list(df.columns)}); expected alpha_table output")
+            raise ValueError(f"df has no {column!r} column (columns: {list(df.columns)})")
     if metrics is None:
         metrics = [c for c in df.columns
-                   if c not in ("alpha", "baseline", pair_on) and pd.api.types.is_numeric_dtype(df[c])]
+                   if c not in (group, "baseline", pair_on) and pd.api.types.is_numeric_dtype(df[c])]
     missing = set(metrics) - set(df.columns)
     if missing:
-        raise ValueError(f"df is missing column(s) {sorted(missing)}; expected the output of alpha_table")
-    means = df.assign(alpha=df["alpha"].astype(float)).groupby(["alpha", pair_on])[list(metrics)].mean()
-    alphas = sorted(set(means.index.get_level_values("alpha")))
-    columns = ["alpha", "metric", "n_pairs", "baseline_mean", "alpha_mean", "mean_diff", "ci_low", "ci_high",
+        raise ValueError(f"df is missing metric column(s) {sorted(missing)}")
+    means = df.groupby([group, pair_on])[list(metrics)].mean()
+    values = sorted(set(means.index.get_level_values(group)), key=lambda v: (v != baseline, v))
+    columns = [group, "metric", "n_pairs", "baseline_mean", "treated_mean", "mean_diff", "ci_low", "ci_high",
                "p_value", "min_p", "p_holm"]
-    if baseline_alpha not in alphas:
+    if baseline not in values:
         return pd.DataFrame(columns=columns)
-    base = means.xs(baseline_alpha, level="alpha")
+    base = means.xs(baseline, level=group)
     rows = []
-    for alpha in alphas:
-        if alpha == baseline_alpha:
-            continue
-        treated = means.xs(alpha, level="alpha")
+    for value in values[1:]:
+        treated = means.xs(value, level=group)
         for metric in metrics:
             pairs = pd.concat([treated[metric].rename("a"), base[metric].rename("b")], axis=1, join="inner").dropna()
             diffs = (pairs["a"] - pairs["b"]).to_numpy(dtype=np.float64)
-            row = {"alpha": alpha, "metric": metric, "n_pairs": len(diffs),
+            row = {group: value, "metric": metric, "n_pairs": len(diffs),
                    "baseline_mean": float(pairs["b"].mean()) if len(diffs) else np.nan,
-                   "alpha_mean": float(pairs["a"].mean()) if len(diffs) else np.nan,
+                   "treated_mean": float(pairs["a"].mean()) if len(diffs) else np.nan,
                    "mean_diff": float(diffs.mean()) if len(diffs) else np.nan,
                    "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "min_p": np.nan}
             if len(diffs):
-                row["ci_low"], row["ci_high"] = _t_interval(diffs, level)
+                row["ci_low"], row["ci_high"] = t_interval(diffs, level)
                 test = sign_flip_test(pairs["a"].to_numpy(), pairs["b"].to_numpy())
                 row["p_value"], row["min_p"] = test["p_value"], test["min_p"]
             rows.append(row)
     table = pd.DataFrame(rows, columns=columns[:-1])
     table["p_holm"] = holm(table["p_value"].tolist()) if len(table) else []
     return table
+
+
+def paired_alpha_table(df: pd.DataFrame, metrics: Sequence[str] | None = None, baseline_alpha: float = 0.0,
+                       pair_on: str = "seed", level: float = CI_LEVEL) -> pd.DataFrame:
+    """Each alpha against the baseline alpha (ReLU), per metric: paired_table over alpha_table's runs."""
+    if "alpha" not in df.columns:
+        raise ValueError(f"df has no 'alpha' column (columns: {list(df.columns)}); expected alpha_table output")
+    df = df.assign(alpha=df["alpha"].astype(float))
+    return paired_table(df, "alpha", float(baseline_alpha), metrics, pair_on, level).rename(
+        columns={"treated_mean": "alpha_mean"})
 
 
 def choose_alpha(df: pd.DataFrame, criterion: str = "val_log_loss", lower_is_better: bool = True) -> float:
