@@ -65,3 +65,36 @@ def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
 def tiny_metrics(tiny_run) -> dict:
     """metrics.json of the tiny training run."""
     return json.loads((tiny_run / "metrics.json").read_text())
+
+
+# The second papermill run of train.ipynb: two sources (the tiny dataset and a class-folder one without a test split),
+# resize_mode crop and every train-time degradation on, so one run covers all three.
+MULTI_DEGRADATIONS = {"blur_prob": 0.5, "blur_sigma": [0.0, 2.0], "jpeg_prob": 0.5, "jpeg_quality": [30, 90],
+                      "rescale_prob": 0.5, "rescale_range": [0.5, 1.0], "noise_prob": 0.5, "noise_sigma": [0.0, 8.0]}
+
+
+@pytest.fixture(scope="session")
+def second_source(tmp_path_factory) -> Path:
+    """A class-folder dataset (real/ and ai/, 8 JPEGs each, no test split) named "plain-faces"."""
+    from utils import synthetic
+
+    root = tmp_path_factory.mktemp("second-source") / "plain-faces"
+    for folder, fake in (("real", False), ("ai", True)):
+        (root / folder).mkdir(parents=True)
+        for i in range(8):
+            image = synthetic.make_image(100 + i, fake, image_size=TINY_SIZE + 8, seed=11)
+            (root / folder / f"{i}.jpg").write_bytes(synthetic.encode_jpeg(image, 80))
+    return root
+
+
+@pytest.fixture(scope="session")
+def multi_run(tmp_path_factory, tiny_dataset, second_source) -> Path:
+    """Output folder of one papermill run of train.ipynb on two sources, crop mode and degradations (1 epoch)."""
+    from tools.notebook import run_notebook
+
+    out = tmp_path_factory.mktemp("multi-run")
+    run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",
+                 {**TINY_TRAIN_PARAMS, "epochs": 1, "max_images": 4, "data_dir": [str(tiny_dataset), str(second_source)],
+                  "output_dir": str(out), "resize_mode": "crop", **MULTI_DEGRADATIONS})
+    assert (out / "metrics.json").is_file(), "the two-source training run wrote no metrics.json"
+    return out

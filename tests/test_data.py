@@ -1,6 +1,7 @@
 """Tests for utils.data: layout detection, splits, bad-file scanning, Kaggle input search and the tf.data pipeline."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,100 @@ def test_bad_parameters_raise(tmp_path):
         data.index_dataset(str(root), max_images=0)
     with pytest.raises(DataError, match="cannot split"):
         data.index_dataset(str(_tree(tmp_path / "tiny", {"real": 1, "fake": 3})))
+
+
+# ---------------------------------------------------------------------------------------------- several sources
+
+
+@pytest.fixture
+def two_sources(tmp_path) -> tuple[str, str]:
+    """A 140k-layout dataset with a test split (8 pool + 4 test per class) and a class-folder one without (8 per class)."""
+    with_test = _make_140k(tmp_path / "kaggle", n=4)
+    without_test = _tree(tmp_path / "faces", {"real": 8, "fake": 8}, seed=1)
+    return str(with_test), str(without_test)
+
+
+def test_several_sources_are_pooled_per_split_and_remember_their_source(two_sources):
+    first, second = two_sources
+    index = data.index_dataset([first, second], val_split=0.25, seed=3)
+    alone = [data.index_dataset(d, val_split=0.25, seed=3) for d in two_sources]
+    assert (index.name, index.layout) == ("140k-real-and-fake-faces + faces", data.MULTI_SOURCE_LAYOUT)
+    # Each source split as it is alone, then joined per split; only the first has an official test split.
+    assert index.train == Split(alone[0].train.paths + alone[1].train.paths, alone[0].train.labels + alone[1].train.labels)
+    assert index.val.paths == alone[0].val.paths + alone[1].val.paths and index.test == alone[0].test
+    assert index.counts() == {"train": {"real": 12, "fake": 12}, "val": {"real": 4, "fake": 4},
+                              "test": {"real": 4, "fake": 4}}
+    assert [(s["name"], s["root"], s["layout"], s["held_out"]) for s in index.sources] == [
+        ("140k-real-and-fake-faces", alone[0].root, "140k", False), ("faces", alone[1].root, "class-folders", False)]
+    assert index.sources[0]["counts"] == alone[0].counts() and index.sources[1]["counts"] == alone[1].counts()
+    assert "test" not in index.sources[1]["counts"]  # no test split: its images are in train and val only
+    assert index.source_names() == ["140k-real-and-fake-faces", "faces"] and index.holdout_source is None
+    # Every image's source is recovered from its path, and per source the split is that source's own.
+    for split in ("train", "val"):
+        parts = index.by_source(getattr(index, split))
+        assert [parts[s["name"]] for s in index.sources] == [getattr(a, split) for a in alone]
+    assert set(index.source_of(index.test)) == {"140k-real-and-fake-faces"}
+    assert list(index.by_source(index.test)) == ["140k-real-and-fake-faces"]
+    # A single dataset is its own one source, and a one-entry list is that dataset alone.
+    assert alone[1].sources == [] and alone[1].source_of(alone[1].val) == ["faces"] * len(alone[1].val)
+    assert data.index_dataset([second], seed=3) == alone[1]
+
+
+def test_sources_with_one_name_are_suffixed_and_capped_each(tmp_path):
+    roots = [str(_tree(tmp_path / parent / "faces", {"real": 8, "fake": 6}, seed=i)) for i, parent in enumerate("abc")]
+    index = data.index_dataset(roots, seed=0, max_images=4)
+    assert index.source_names() == ["faces", "faces-2", "faces-3"]
+    for source in index.sources:  # max_images caps each class of each source: 4 per class, split 3:1
+        assert source["counts"] == {"train": {"real": 3, "fake": 3}, "val": {"real": 1, "fake": 1}}
+    assert index.counts() == {"train": {"real": 9, "fake": 9}, "val": {"real": 3, "fake": 3}}
+    assert index.test is None
+    names = index.source_of(index.train)
+    assert all(path.startswith(roots[int(name[-1]) - 1 if name != "faces" else 0] + "/")
+               for path, name in zip(index.train.paths, names))
+    # A root that merely starts like another (.../faces vs .../faces-extra) is told apart: roots end in a separator.
+    prefix = str(_tree(tmp_path / "a" / "faces-extra", {"real": 4, "fake": 4}, seed=7))
+    mixed = data.index_dataset([roots[0], prefix])
+    assert {n: len(s) for n, s in mixed.by_source(mixed.train).items()} == {"faces": 10, "faces-extra": 6}
+
+
+@pytest.mark.parametrize("holdout", ["faces", 1, "ENTRY"])
+def test_holdout_source_is_the_whole_test_split_and_never_trained_on(two_sources, holdout):
+    first, second = two_sources
+    holdout = second if holdout == "ENTRY" else holdout
+    index = data.index_dataset([first, second], seed=3, holdout_source=holdout)
+    alone = [data.index_dataset(d, seed=3) for d in two_sources]
+    assert index.holdout_source == "faces" and [s["held_out"] for s in index.sources] == [True, False][::-1]
+    # Training and validation: the other source's own train and val; its official test split is left unused.
+    assert index.train == alone[0].train and index.val == alone[0].val
+    # Test: every image of the held-out source, all its splits, none of them in train or val.
+    assert sorted(index.test.paths) == sorted(alone[1].pooled().paths) and len(index.test) == 16
+    assert set(index.source_of(index.test)) == {"faces"}
+    assert not set(index.test.paths) & set(index.train.paths + index.val.paths)
+    assert index.sources[1]["counts"] == {"test": {"real": 8, "fake": 8}}
+    assert index.sources[0]["counts"] == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2}}
+
+
+def test_bad_source_lists_name_the_entry(two_sources, tmp_path):
+    first, second = two_sources
+    missing, unknown = str(tmp_path / "nowhere"), str(_tree(tmp_path / "notes", {"cats": 2}))
+    cases = [([], "data_dir is an empty list: expected"),
+             ([first, missing], f"entry 1 ({missing!r}) does not exist or is not a folder: expected"),
+             ([first, first + "/"], f"entry 1 ({first + '/'!r}) repeats entry 0 ({first!r})"),
+             ([first, None], "entry 1 (None) is not a dataset: expected a folder path"),
+             ([first, "synthetic:pixelshuffle"], "entry 1 ('synthetic:pixelshuffle') names no generator"),
+             ([first, first + "/real_vs_fake"], f"entries 0 ({first!r}) and 1 ({first + '/real_vs_fake'!r}) overlap"),
+             ([first, unknown], f"entry 1 ({unknown!r}): unknown dataset layout")]
+    for data_dir, message in cases:
+        with pytest.raises(DataError, match=re.escape(message)):
+            data.index_dataset(data_dir)
+    for holdout, message in (("nobody", "names none of the sources: expected one of ['140k-real-and-fake-faces', "
+                                        "'faces']"),
+                             (2, "no index of data_dir: expected 0 to 1"), (True, "names none of the sources")):
+        with pytest.raises(DataError, match=re.escape(message)):
+            data.index_dataset([first, second], holdout_source=holdout)
+    for data_dir in (first, [first]):
+        with pytest.raises(DataError, match="holdout_source 'faces' needs .*two or more datasets"):
+            data.index_dataset(data_dir, holdout_source="faces")
 
 
 # ---------------------------------------------------------------------------------------------- bad files

@@ -4,7 +4,7 @@ import json
 
 import nbformat
 import pytest
-from conftest import REPO_ROOT, TINY_TRAIN_PARAMS, assert_report_shows_figures
+from conftest import MULTI_DEGRADATIONS, REPO_ROOT, TINY_TRAIN_PARAMS, assert_report_shows_figures
 
 
 def test_run_writes_report_and_artifacts(tiny_run):
@@ -83,20 +83,44 @@ def test_notebooks_are_committed_clean():
         assert len(nb.cells) <= 25, path
 
 
-def test_run_with_degradations_and_crops_shows_their_examples(tiny_dataset, tmp_path):
+def test_run_with_degradations_and_crops_shows_their_examples(multi_run):
     """Degradations on and resize_mode crop: recorded with the run, and their example figure is in the report."""
-    from tools.notebook import run_notebook
-
-    out = tmp_path / "degraded"
-    degradations = {"blur_prob": 0.5, "blur_sigma": [0.0, 2.0], "jpeg_prob": 0.5, "jpeg_quality": [30, 90],
-                    "rescale_prob": 0.5, "rescale_range": [0.5, 1.0], "noise_prob": 0.5, "noise_sigma": [0.0, 8.0]}
-    run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",
-                 {**TINY_TRAIN_PARAMS, "epochs": 1, "max_images": 4, "data_dir": str(tiny_dataset),
-                  "output_dir": str(out), "resize_mode": "crop", **degradations})
+    out = multi_run
     assert (out / "degradation_examples.png").stat().st_size > 0
     assert_report_shows_figures(out / "train.ipynb", out / "train.html", sorted(out.glob("*.png")))
     for record in (json.loads((out / "params.json").read_text()),
                    json.loads((out / "metrics.json").read_text())["params"]):
         assert record["resize_mode"] == "crop"
-        assert {k: record[k] for k in degradations} == degradations
+        assert {k: record[k] for k in MULTI_DEGRADATIONS} == MULTI_DEGRADATIONS
 
+
+def test_two_sources_are_counted_and_scored_per_source(multi_run, tiny_dataset, second_source):
+    """The same run pools two sources: per-source counts per split and per-source held-out metrics in metrics.json."""
+    m = json.loads((multi_run / "metrics.json").read_text())
+    assert m["params"]["data_dir"] == [str(tiny_dataset), str(second_source)] and m["params"]["holdout_source"] is None
+    dataset = m["dataset"]
+    assert dataset["layout"] == "multi-source" and dataset["holdout_source"] is None
+    sources = dataset["sources"]
+    assert [s["name"] for s in sources] == ["140k-real-and-fake-faces", "plain-faces"]
+    # max_images 4 per class and source: each pool split 3:1; only the first source has a test split (4 per class).
+    assert sources[0]["counts"] == {"train": {"real": 3, "fake": 3}, "val": {"real": 1, "fake": 1},
+                                    "test": {"real": 4, "fake": 4}}
+    assert sources[1]["counts"] == {"train": {"real": 3, "fake": 3}, "val": {"real": 1, "fake": 1}}
+    assert dataset["counts"] == {"train": {"real": 6, "fake": 6}, "val": {"real": 2, "fake": 2},
+                                 "test": {"real": 4, "fake": 4}}
+    by_source = m["by_source"]
+    assert {split: list(entries) for split, entries in by_source.items()} == {
+        "val": ["140k-real-and-fake-faces", "plain-faces"], "test": ["140k-real-and-fake-faces"]}
+    assert [e["n"] for e in by_source["val"].values()] == [2, 2] and by_source["test"]["140k-real-and-fake-faces"]["n"] == 8
+    # The only source of the test split scores exactly the pooled test numbers; val's sources add up to val's.
+    assert by_source["test"]["140k-real-and-fake-faces"] == m["test"]
+    correct = sum(e["accuracy"] * e["n"] for e in by_source["val"].values())
+    assert correct == pytest.approx(m["val"]["accuracy"] * m["val"]["n"])
+    assert all(e["threshold"] == 0.5 and set(e) == set(m["val"]) for e in by_source["val"].values())
+    html = (multi_run / "train.html").read_text()
+    assert "Per source" in html and "plain-faces" in html
+
+
+def test_single_source_run_has_no_per_source_entries(tiny_run, tiny_metrics):
+    assert "sources" not in tiny_metrics["dataset"] and "by_source" not in tiny_metrics
+    assert "one source (140k-real-and-fake-faces)" in (tiny_run / "train.html").read_text()

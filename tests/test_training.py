@@ -61,6 +61,26 @@ def test_run_recorded_before_new_parameters_resumes_at_their_defaults(tmp_path):
         training.claim_output_dir(tmp_path, {**params, "blur_prob": 0.5})
 
 
+def test_several_datasets_and_holdout_source_are_checked(tmp_path):
+    """A list data_dir is checked entry by entry; holdout_source must be able to name one of its sources."""
+    a, b = str(tmp_path), "synthetic:nearest"
+    params = training.validate_params({**GOOD, "data_dir": [a, b], "holdout_source": 1})
+    assert params["data_dir"] == [a, b] and params["holdout_source"] == 1
+    assert training.validate_params(GOOD)["holdout_source"] is None  # an older notebook: no holdout
+    assert training.PARAMETER_DEFAULTS["holdout_source"] is None  # so runs recorded before it still match
+    bad = [({"data_dir": []}, "data_dir is an empty list"),
+           ({"data_dir": [a, str(tmp_path / "gone")]}, f"entry 1 ('{tmp_path / 'gone'}') does not exist"),
+           ({"data_dir": [a, a]}, "entry 1 ('%s') repeats entry 0" % a),
+           ({"data_dir": a, "holdout_source": "x"}, "holdout_source='x' is invalid: it needs data_dir to be a list"),
+           ({"data_dir": [a, b], "holdout_source": 2}, "holdout_source=2 is invalid: expected an index of data_dir, 0 to 1"),
+           ({"data_dir": [a, b], "holdout_source": -1}, "parameter holdout_source=-1 is invalid"),
+           ({"data_dir": [a, b], "holdout_source": ""}, "parameter holdout_source='' is invalid")]
+    for change, message in bad:
+        with pytest.raises(ValueError) as error:
+            training.validate_params({**GOOD, **change})
+        assert message in str(error.value), (change, str(error.value))
+
+
 def test_missing_parameter_is_named():
     params = dict(GOOD)
     del params["seed"]

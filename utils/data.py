@@ -6,7 +6,7 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +35,7 @@ HEADER_SAMPLE = 64  # image headers read to pick the decode ratio of a dataset
 # and cuts an S x S window out of it (random when training, central otherwise), so no resampling blurs the pixels.
 RESIZE_MODES = ("resize", "crop")
 DEFAULT_RESIZE_MODE = "resize"  # also what runs recorded before resize_mode existed were trained with
+MULTI_SOURCE_LAYOUT = "multi-source"  # the layout of an index that pools several datasets (data_dir a list)
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +90,10 @@ class DatasetIndex:
     val: Split
     test: Split | None
     skipped: list[dict] = field(default_factory=list)
+    # Several datasets pooled (data_dir a list, see index_sources): one entry per source, {"name", "root", "layout",
+    # "counts", "held_out"}. Empty for a single dataset, which is then its own one source.
+    sources: list[dict] = field(default_factory=list)
+    holdout_source: str | None = None  # the source left out of training (its every image is the test split)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class per split; "test" only when the dataset has an official test split."""
@@ -101,6 +106,34 @@ class DatasetIndex:
         """Every image of every split (train, val, then test) as one Split."""
         parts = [self.train, self.val] + ([self.test] if self.test is not None else [])
         return Split([p for s in parts for p in s.paths], [label for s in parts for label in s.labels])
+
+    def source_names(self) -> list[str]:
+        """The names of the pooled sources in data_dir order; [name] for a single dataset."""
+        return [source["name"] for source in self.sources] or [self.name]
+
+    def source_of(self, split: Split) -> list[str]:
+        """The source name of each image of a split, found by the source roots the paths lie under (longest first)."""
+        if not self.sources:
+            return [self.name] * len(split)
+        # Longest root first, so a path is never credited to a folder that merely shares a prefix with its own.
+        roots = sorted(((os.path.join(s["root"], ""), s["name"]) for s in self.sources), key=lambda r: -len(r[0]))
+        names = []
+        for path in split.paths:
+            name = next((n for root, n in roots if path.startswith(root)), None)
+            if name is None:
+                raise DataError(f"{path} lies under none of the sources' roots {[r for r, _ in roots]}")
+            names.append(name)
+        return names
+
+    def by_source(self, split: Split) -> dict[str, Split]:
+        """A split's images per source (data_dir order, sources without images in it left out), order kept."""
+        names = self.source_of(split)
+        parts = {}
+        for source in self.source_names():
+            keep = [i for i, n in enumerate(names) if n == source]
+            if keep:
+                parts[source] = Split([split.paths[i] for i in keep], [int(split.labels[i]) for i in keep])
+        return parts
 
 
 @dataclass
@@ -379,11 +412,23 @@ def _sorted_split(paths: list[str], labels: list[int]) -> Split:
     return Split([paths[i] for i in order], [int(labels[i]) for i in order])
 
 
-def index_dataset(data_dir: str | None, val_split: float = 0.25, seed: int = 0,
-                  max_images: int | None = None) -> DatasetIndex:
-    """Find the dataset, index its images, drop bad files and split the training pool stratified into train/val."""
+def index_dataset(data_dir: str | Sequence[str] | None, val_split: float = 0.25, seed: int = 0,
+                  max_images: int | None = None, holdout_source: str | int | None = None) -> DatasetIndex:
+    """Find the dataset, index its images, drop bad files and split the training pool stratified into train/val.
+
+    A list of datasets is pooled per split, each image keeping its source (see index_sources); a one-entry list is
+    that dataset alone. holdout_source (multi-source only) leaves one source out of training (see index_sources).
+    """
     from sklearn.model_selection import train_test_split
 
+    if isinstance(data_dir, (list, tuple)):
+        entries = check_data_dirs(data_dir)
+        if len(entries) > 1 or holdout_source is not None:
+            return index_sources(entries, val_split, seed, max_images, holdout_source)
+        data_dir = entries[0]
+    elif holdout_source is not None:
+        raise DataError(f"holdout_source {holdout_source!r} needs data_dir to be a list of two or more datasets "
+                        f"(one to hold out, the others to train on), got data_dir {data_dir!r}")
     if not 0.0 < val_split < 1.0:
         raise DataError(f"val_split must be between 0 and 1 (exclusive), got {val_split}")
     if max_images is not None and max_images < 1:
@@ -402,6 +447,124 @@ def index_dataset(data_dir: str | None, val_split: float = 0.25, seed: int = 0,
     return DatasetIndex(name=layout.name, root=layout.root, layout=layout.layout,
                         train=_sorted_split(train_paths, train_labels), val=_sorted_split(val_paths, val_labels),
                         test=test, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------- several sources
+
+
+def check_data_dirs(entries: Sequence[Any]) -> list[str]:
+    """The entries of a list data_dir, checked: non-empty, each an existing folder or a generator name, none twice."""
+    generators = ", ".join(synthetic.GENERATOR_NAMES)
+    if not entries:
+        raise DataError("data_dir is an empty list: expected one or more dataset folders or generator names "
+                        f"({generators})")
+    seen: dict[str, int] = {}
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, str) or not entry:
+            raise DataError(f"data_dir entry {position} ({entry!r}) is not a dataset: expected a folder path or one "
+                            f"of {generators} (None, the automatic choice, cannot be pooled)")
+        if entry.startswith(synthetic.GENERATOR_PREFIX):
+            if entry not in synthetic.GENERATOR_NAMES:
+                raise DataError(f"data_dir entry {position} ({entry!r}) names no generator; the generated datasets "
+                                f"are {generators}")
+            key = entry
+        else:
+            key = os.path.realpath(os.path.expanduser(entry))
+            if not os.path.isdir(key):
+                raise DataError(f"data_dir entry {position} ({entry!r}) does not exist or is not a folder: expected "
+                                f"an existing dataset folder or one of {generators}")
+        if key in seen:
+            raise DataError(f"data_dir entry {position} ({entry!r}) repeats entry {seen[key]} "
+                            f"({entries[seen[key]]!r}): list each dataset once")
+        seen[key] = position
+    return list(entries)
+
+
+def _distinct_names(names: list[str]) -> list[str]:
+    """The names with a repeated one suffixed -2, -3, ... in order of appearance (never clashing with another)."""
+    result: list[str] = []
+    for name in names:
+        candidate, number = name, 1
+        while candidate in result or (candidate != name and candidate in names):
+            number += 1
+            candidate = f"{name}-{number}"
+        result.append(candidate)
+    return result
+
+
+def _holdout_position(holdout_source: str | int, entries: list[str], names: list[str]) -> int:
+    """Where in data_dir the held-out source is: by its index, its source name or its data_dir entry."""
+    if len(entries) < 2:
+        raise DataError(f"holdout_source {holdout_source!r} needs two or more datasets in data_dir (one to hold "
+                        f"out, the others to train on), got {entries!r}")
+    if isinstance(holdout_source, int) and not isinstance(holdout_source, bool):
+        if 0 <= holdout_source < len(entries):
+            return holdout_source
+        raise DataError(f"holdout_source {holdout_source} is no index of data_dir: expected 0 to {len(entries) - 1} "
+                        f"or one of the source names {names}")
+    if isinstance(holdout_source, str):
+        if holdout_source in names:
+            return names.index(holdout_source)
+        if holdout_source in entries:
+            return entries.index(holdout_source)
+    raise DataError(f"holdout_source {holdout_source!r} names none of the sources: expected one of {names}, a "
+                    f"data_dir entry {entries} or an index 0 to {len(entries) - 1}")
+
+
+def _concat(parts: list[Split]) -> Split:
+    """Splits joined in order."""
+    return Split([p for s in parts for p in s.paths], [int(label) for s in parts for label in s.labels])
+
+
+def index_sources(data_dirs: Sequence[str], val_split: float = 0.25, seed: int = 0, max_images: int | None = None,
+                  holdout_source: str | int | None = None) -> DatasetIndex:
+    """Several datasets pooled per split, each indexed alone as index_dataset would (same val_split/seed/max_images).
+
+    train, val and test are the sources' train, val and test splits joined in data_dir order. A source without an
+    official test split adds nothing to the pooled test split: its images are in train and val only, so its
+    held-out numbers are validation numbers (no test split is carved out of it, because a run re-indexed later must
+    find exactly the validation split it trained with). The test split exists when any source has one.
+
+    With holdout_source (a source name, data_dir entry or index): train and val pool the other sources only, and
+    the test split is every image of the held-out source (all of its splits, each capped by max_images as when it is
+    indexed alone); the other sources' own test splits are then left unused.
+    """
+    entries = check_data_dirs(data_dirs)
+    singles = []
+    for position, entry in enumerate(entries):
+        try:
+            singles.append(index_dataset(entry, val_split, seed, max_images))
+        except DataError as error:
+            raise DataError(f"data_dir entry {position} ({entry!r}): {error}") from error
+    roots = [os.path.realpath(single.root) for single in singles]
+    for i, j in ((i, j) for i in range(len(roots)) for j in range(len(roots)) if i < j):
+        if os.path.commonpath([roots[i], roots[j]]) in (roots[i], roots[j]):
+            # One source inside another would list its images twice and blur which source an image came from.
+            raise DataError(f"data_dir entries {i} ({entries[i]!r}) and {j} ({entries[j]!r}) overlap: dataset roots "
+                            f"{singles[i].root} and {singles[j].root} lie one inside the other")
+    names = _distinct_names([single.name for single in singles])
+    held = None if holdout_source is None else _holdout_position(holdout_source, entries, names)
+    train, val, test, sources, skipped = [], [], [], [], []
+    for position, (name, single) in enumerate(zip(names, singles)):
+        skipped.extend(single.skipped)
+        if position == held:
+            everything = single.pooled()
+            part = _sorted_split(everything.paths, everything.labels)
+            test.append(part)
+            counts = {"test": part.counts()}
+        else:
+            train.append(single.train)
+            val.append(single.val)
+            counts = {"train": single.train.counts(), "val": single.val.counts()}
+            if held is None and single.test is not None:
+                test.append(single.test)
+                counts["test"] = single.test.counts()
+        sources.append({"name": name, "root": single.root, "layout": single.layout, "counts": counts,
+                        "held_out": position == held})
+    return DatasetIndex(name=" + ".join(names), root="; ".join(single.root for single in singles),
+                        layout=MULTI_SOURCE_LAYOUT, train=_concat(train), val=_concat(val),
+                        test=_concat(test) if test else None, skipped=skipped, sources=sources,
+                        holdout_source=None if held is None else names[held])
 
 
 # ---------------------------------------------------------------------------------------------- tf.data

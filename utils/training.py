@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from utils import degradation, synthetic
+from utils import data, degradation, synthetic
 from utils.data import DEFAULT_RESIZE_MODE, RESIZE_MODES
 from utils.figures import finish, new_figure
 from utils.runtime import KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, write_json
@@ -31,8 +31,14 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "val_split": ((float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
     "learning_rate": ((int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "data_dir": ((str, type(None)), lambda v: v is None or os.path.isdir(v) or v in synthetic.GENERATOR_NAMES,
-                 f"None, an existing folder or one of {', '.join(synthetic.GENERATOR_NAMES)}"),
+    # A list (several datasets pooled) passes here; validate_params then checks its entries one by one.
+    "data_dir": ((str, type(None), list),
+                 lambda v: isinstance(v, list) or v is None or os.path.isdir(v) or v in synthetic.GENERATOR_NAMES,
+                 f"None, an existing folder or one of {', '.join(synthetic.GENERATOR_NAMES)}, or a list of "
+                 "folders and generators (several datasets)"),
+    # Whether it names one of the sources is checked with data_dir (validate_params) and, by name, when indexing.
+    "holdout_source": ((str, int, type(None)), lambda v: v is None or (v >= 0 if isinstance(v, int) else v != ""),
+                       "None, a source name of a multi-source data_dir or its index in data_dir"),
     "max_images": ((int, type(None)), lambda v: v is None or v >= 2, "None or an integer >= 2 (per class)"),
     "flip": ((str, type(None)), lambda v: v in (None, "", "horizontal", "vertical", "horizontal_and_vertical"),
              "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'"),
@@ -52,7 +58,8 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
                           "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
 }
 # Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default.
-PARAMETER_DEFAULTS = {"time_budget_hours": None, "resize_mode": DEFAULT_RESIZE_MODE, **degradation.DEFAULT_DEGRADATION}
+PARAMETER_DEFAULTS = {"time_budget_hours": None, "resize_mode": DEFAULT_RESIZE_MODE, "holdout_source": None,
+                      **degradation.DEFAULT_DEGRADATION}
 
 # Kept free after the last epoch: evaluation of the best checkpoint, the run record, the report and Kaggle's copy
 # of /kaggle/working.
@@ -77,7 +84,22 @@ def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
         if name in degradation.RANGES:
             value = degradation.normalise_range(name, value)  # a list, as params.json will hold it
         params[name] = value
+    _check_sources(params["data_dir"], params["holdout_source"])
     return params
+
+
+def _check_sources(data_dir: Any, holdout_source: str | int | None) -> None:
+    """Raise a ValueError naming the bad entry of a list data_dir, or a holdout_source that cannot name a source."""
+    if isinstance(data_dir, list):
+        data.check_data_dirs(data_dir)  # a DataError (ValueError) naming the entry and what was expected
+    if holdout_source is None:
+        return
+    if not isinstance(data_dir, list) or len(data_dir) < 2:
+        raise ValueError(f"parameter holdout_source={holdout_source!r} is invalid: it needs data_dir to be a list of "
+                         f"two or more datasets (one to hold out, the others to train on), got data_dir {data_dir!r}")
+    if isinstance(holdout_source, int) and holdout_source >= len(data_dir):
+        raise ValueError(f"parameter holdout_source={holdout_source!r} is invalid: expected an index of data_dir, "
+                         f"0 to {len(data_dir) - 1}, or a source name")
 
 
 def setup_accelerator(seed: int) -> Any:
@@ -431,10 +453,44 @@ def environment() -> dict[str, str]:
             "precision": keras.mixed_precision.global_policy().name, "platform": platform.platform()}
 
 
+def source_metrics(index: Any, splits: dict[str, Any], predictions: dict[str, tuple[np.ndarray, np.ndarray]],
+                   threshold: float = 0.5) -> dict[str, dict[str, dict]]:
+    """Per held-out split and source, binary_metrics of that source's images; {} for a single source."""
+    from utils.evaluation import binary_metrics
+
+    if len(index.source_names()) < 2:
+        return {}
+    result = {}
+    for split_name, split in splits.items():
+        y_true, p_fake = (np.asarray(a) for a in predictions[split_name])
+        names = np.asarray(index.source_of(split))
+        # Predictions come back in the split's order (evaluation datasets are never shuffled): index by position.
+        result[split_name] = {name: binary_metrics(y_true[names == name], p_fake[names == name], threshold)
+                              for name in index.source_names() if (names == name).any()}
+    return result
+
+
+def source_frame(by_source: dict[str, dict[str, dict]]) -> pd.DataFrame:
+    """One row per (split, source): images, accuracy overall and per class, ROC AUC, at threshold 0.5."""
+    rows = [{"split": split, "source": source, "n": m["n"], "accuracy": m["accuracy"],
+             "accuracy_real": m["accuracy_real"], "accuracy_fake": m["accuracy_fake"], "roc_auc": m["roc_auc"]}
+            for split, per_source in by_source.items() for source, m in per_source.items()]
+    return pd.DataFrame(rows, columns=["split", "source", "n", "accuracy", "accuracy_real", "accuracy_fake",
+                                       "roc_auc"])
+
+
 def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evaluations: dict[str, dict],
-               wall_time: float, cache: dict[str, bool]) -> dict[str, Any]:
-    """Everything metrics.json reports: the study's table, held-out metrics, data, speed, parameters, environment."""
+               wall_time: float, cache: dict[str, bool], by_source: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Everything metrics.json reports: the study's table, held-out metrics, data, speed, parameters, environment.
+
+    Several sources add dataset["sources"] (counts per source and split), dataset["holdout_source"] and by_source
+    (source_metrics); a single-source record is as before.
+    """
     speed = history["images_per_second"].dropna() if "images_per_second" in history else pd.Series(dtype=float)
+    dataset = {"name": index.name, "root": index.root, "layout": index.layout, "counts": index.counts(),
+               "skipped": index.skipped, "cached_in_memory": cache}
+    if getattr(index, "sources", None):
+        dataset |= {"sources": index.sources, "holdout_source": index.holdout_source}
     return {
         # False when a time budget ended training early: epochs_run says how far it got, backup/ how to go on.
         "finished": bool(history.attrs.get("finished", True)),
@@ -445,8 +501,8 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
         # Sum of the epochs' times: the training cost even when this execution resumed or reused the run.
         "training_seconds": round(float(history["epoch_seconds"].sum()), 1) if "epoch_seconds" in history else None,
         "wall_time_seconds": round(wall_time, 1),  # this execution only (a reused run: loading and evaluation)
-        "dataset": {"name": index.name, "root": index.root, "layout": index.layout, "counts": index.counts(),
-                    "skipped": index.skipped, "cached_in_memory": cache},
+        "dataset": dataset,
+        **({"by_source": by_source} if by_source else {}),
         "params": params,
         "seed": params["seed"],
         "environment": environment(),
