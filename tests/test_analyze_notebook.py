@@ -256,3 +256,49 @@ def test_figure_runs_picks_one_run_per_alpha():
     assert figure_runs(runs, "all") == runs and figure_runs(runs, "none") == []
     with pytest.raises(ValueError, match="per_run_figures must be one of"):
         figure_runs(runs, "some")
+
+
+def test_single_source_run_says_so(analyzed):
+    out, _, record = analyzed
+    assert "by_source" not in next(iter(record["runs"].values()))  # one source: nothing to break down
+    assert "one source (140k-real-and-fake-faces)" in (out / "analyze.html").read_text()
+
+
+def test_per_source_table_of_a_two_source_run(multi_run, tmp_path):
+    """Per source and split: the training run's numbers reproduced, with intervals, in the table and analysis.json."""
+    from utils import analysis
+
+    recorded = json.loads((multi_run / "metrics.json").read_text())["by_source"]
+    run = analysis.load_run(multi_run)
+    assert run.warning is None and run.report_split == "test"
+    by_source = analysis.source_metrics(run, n_resamples=50)
+    assert {split: list(entries) for split, entries in by_source.items()} == {
+        split: list(entries) for split, entries in recorded.items()}
+    for split, entries in recorded.items():
+        for source, metrics in entries.items():
+            entry = by_source[split][source]
+            assert entry["n"] == metrics["n"] and entry["metrics"]["accuracy"] == pytest.approx(metrics["accuracy"])
+            for name in ("accuracy", "roc_auc"):
+                interval = entry["intervals"]["metrics"][name]
+                assert interval["low"] <= interval["estimate"] <= interval["high"], (split, source, name)
+    frame = analysis.source_frame({"multi": by_source})
+    assert list(zip(frame["split"], frame["source"], frame["n"])) == [
+        ("val", "140k-real-and-fake-faces", 2), ("val", "plain-faces", 2), ("test", "140k-real-and-fake-faces", 8)]
+    assert frame["accuracy"].str.contains(r"^\d\.\d{3}(?: \[\d\.\d{3}, \d\.\d{3}\])?$").all()
+    result = analysis.analyze_run(multi_run, robustness_grid={"jpeg_quality": [100]}, robustness_images=2,
+                                  gradcam_samples=0, baseline=False, output_dir=tmp_path, n_resamples=50, run=run)
+    assert result["by_source"] == json.loads(json.dumps(analysis.to_jsonable(by_source)))  # seeded bootstrap
+    assert [s["name"] for s in result["dataset"]["sources"]] == ["140k-real-and-fake-faces", "plain-faces"]
+
+
+def test_reindex_run_holds_out_the_recorded_source(tiny_dataset, second_source):
+    """A leave-one-source-out run is re-indexed the same way: its test split is the held-out source's every image."""
+    from utils import analysis
+
+    params = {"data_dir": [str(tiny_dataset), str(second_source)], "val_split": 0.25, "seed": 1, "max_images": 4}
+    index = analysis.reindex_run({"params": {**params, "holdout_source": "plain-faces"}})
+    assert index.holdout_source == "plain-faces" and set(index.source_of(index.test)) == {"plain-faces"}
+    assert index.test.counts() == {"real": 4, "fake": 4}  # all of it: capped pool, no test split of its own
+    assert set(index.source_of(index.train)) == set(index.source_of(index.val)) == {"140k-real-and-fake-faces"}
+    pooled = analysis.reindex_run({"params": params})  # recorded before holdout_source existed: no holdout
+    assert pooled.holdout_source is None and pooled.test.counts() == {"real": 4, "fake": 4}

@@ -95,11 +95,12 @@ def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def reindex_run(record: Mapping[str, Any], data_dir: str | None = None) -> data.DatasetIndex:
+def reindex_run(record: Mapping[str, Any], data_dir: str | Sequence[str] | None = None) -> data.DatasetIndex:
     """The run's dataset indexed with its own val_split/seed/max_images, so its validation split is the one it used.
 
-    Without data_dir: the run's data_dir parameter, else the dataset root its metrics.json records (the auto default
-    as it resolved then, which a later default may no longer be), else today's auto default.
+    Without data_dir: the run's data_dir parameter (a list: its sources, pooled and held out as in training), else
+    the dataset root its metrics.json records (the auto default as it resolved then, which a later default may no
+    longer be), else today's auto default.
     """
     params = record["params"]
     recorded_root = record.get("dataset", {}).get("root")
@@ -107,7 +108,7 @@ def reindex_run(record: Mapping[str, Any], data_dir: str | None = None) -> data.
     if source is None and recorded_root and os.path.isdir(recorded_root):
         source = recorded_root
     return data.index_dataset(source, val_split=float(params["val_split"]), seed=int(params["seed"]),
-                              max_images=params.get("max_images"))
+                              max_images=params.get("max_images"), holdout_source=params.get("holdout_source"))
 
 
 def data_check(record: Mapping[str, Any], index: data.DatasetIndex) -> str | None:
@@ -138,7 +139,7 @@ def predict_split(model: Any, split: Split, image_size: int, batch_size: int = P
     return evaluation.collect_predictions(model, ds)
 
 
-def load_run(run_dir: str | os.PathLike, data_dir: str | None = None, max_images: int | None = None,
+def load_run(run_dir: str | os.PathLike, data_dir: str | Sequence[str] | None = None, max_images: int | None = None,
              name: str | None = None, batch_size: int = PREDICT_BATCH) -> Run:
     """Load a run folder (record, best model), re-index its data and predict its validation and report splits."""
     from utils.model import load_model
@@ -260,6 +261,47 @@ def plot_calibration(run: Run, out: str | os.PathLike | None = None):
     y, p = run.y[run.report_split], run.p[run.report_split]
     return evaluation.plot_reliability(y, p, n_bins=ECE_BINS, path=Path(out) / "reliability.png" if out else None,
                                        title=f"{run.name}: reliability of P(fake), {run.report_label} split")
+
+
+# ------------------------------------------------------------------------------------------------ per source
+
+def source_metrics(run: Run, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES,
+                   threshold: float = 0.5) -> dict[str, dict[str, dict]]:
+    """Per evaluated split (val, report split) and source: n, metrics and bootstrap intervals; {} for one source.
+
+    Read off the run's predictions (no new inference): each image's source comes from its path (DatasetIndex).
+    A source without images in a split (no official test split, or in training only beside a held-out one) has
+    no entry there.
+    """
+    if len(run.index.source_names()) < 2:
+        return {}
+    result: dict[str, dict[str, dict]] = {}
+    for split_name, split in run.splits.items():
+        names = np.asarray(run.index.source_of(split))
+        y, p = run.y[split_name], run.p[split_name]
+        result[split_name] = {}
+        for source in run.index.source_names():
+            mask = names == source
+            if mask.any():
+                result[split_name][source] = {
+                    "n": int(mask.sum()), "metrics": evaluation.binary_metrics(y[mask], p[mask], threshold),
+                    "intervals": evaluation.bootstrap_intervals(y[mask], p[mask], threshold, n_resamples)}
+    return result
+
+
+def source_frame(by_source: Mapping[str, Mapping[str, Mapping[str, Any]]], digits: int = 3) -> pd.DataFrame:
+    """One row per (run, split, source): n, accuracy and ROC AUC as "estimate [low, high]" at threshold 0.5."""
+    rows = []
+    for name, splits in by_source.items():
+        report = "test" if "test" in splits else "val"
+        for split, sources in splits.items():
+            label = split_label(split) if split == report else split  # "val (optimistic)" when val is reported
+            for source, entry in sources.items():
+                intervals = entry["intervals"]["metrics"]
+                rows.append({"run": name, "split": label, "source": source, "n": entry["n"],
+                             **{metric: evaluation.format_interval(intervals[metric], digits)
+                                for metric in ("accuracy", "roc_auc")}})
+    return pd.DataFrame(rows, columns=["run", "split", "source", "n", "accuracy", "roc_auc"])
 
 
 # ------------------------------------------------------------------------------------------------ robustness
@@ -554,17 +596,22 @@ def analyze_run(run_dir: str | os.PathLike, data_dir: str | None = None, extra_d
     gradcam, _ = gradcam_figures(run, gradcam_samples, out=out) if gradcam_samples > 0 else ({}, [])
     extra = extra_datasets(run, extra_data_dirs, max_images, held["val_threshold"], n_resamples=n_resamples)
     probe = spectrum_baseline(run, extra_data_dirs, max_images, n_resamples=n_resamples) if baseline else None
-    return to_jsonable(run_summary(run, held, table, gradcam, extra, probe))
+    by_source = source_metrics(run, n_resamples)
+    return to_jsonable(run_summary(run, held, table, gradcam, extra, probe, by_source))
 
 
 def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gradcam: dict,
-                extra: dict, baseline: dict | None = None) -> dict[str, Any]:
-    """The analysis.json entry of one run from its parts."""
+                extra: dict, baseline: dict | None = None, by_source: dict | None = None) -> dict[str, Any]:
+    """The analysis.json entry of one run from its parts; a multi-source run adds its sources and by_source."""
+    dataset = {"name": run.index.name, "root": run.index.root, "layout": run.index.layout,
+               "counts": {k: s.counts() for k, s in run.splits.items()}}
+    if run.index.sources:
+        dataset |= {"sources": run.index.sources, "holdout_source": run.index.holdout_source}
     return to_jsonable({
         "run_dir": str(run.run_dir.resolve()), "alpha": float(run.params["alpha"]), "params": run.params,
-        "dataset": {"name": run.index.name, "root": run.index.root, "layout": run.index.layout,
-                    "counts": {k: s.counts() for k, s in run.splits.items()}},
+        "dataset": dataset,
         "data_warning": run.warning, "held_out": held,
         "robustness": robustness_table.to_dict("records") if robustness_table is not None else [],
         "gradcam": gradcam, "extra": extra, "baseline": baseline,
+        **({"by_source": by_source} if by_source else {}),
     })
