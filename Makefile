@@ -14,7 +14,7 @@ ALPHAS ?= 0 0.01 0.1 0.2 0.3
 KAGGLE_VERSION_TESTS := tests/test_model.py tests/test_training.py tests/test_train_notebook.py \
 	tests/test_analyze_notebook.py tests/test_kaggle.py tests/test_rehearse.py
 
-.PHONY: setup demo test pytest lint strip test-kaggle-versions explore analyze sweep robustness bench
+.PHONY: setup demo test pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,14 @@ sweep: setup
 FACES ?=
 robustness: setup
 	$(PY) -m tools.robustness -f params/cpu-demo.yaml --output-root $(OUT)/robustness $(if $(FACES),--faces $(FACES))
+
+# One model over several datasets (data_dir a list): the embedded default pooled with FACES, metrics per source.
+multi-source: setup
+	@test -n "$(FACES)" || { echo "make multi-source needs FACES=/path/to/a/folder/of/real/and/fake/faces"; exit 2; }
+	$(PY) -m tools.notebook notebooks/train.ipynb -f params/cpu-demo.yaml \
+		-p data_dir '["synthetic:transposed", "$(FACES)"]' -p output_dir $(OUT)/multi-source/run
+	$(PY) -m tools.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml \
+		-p run_dirs '["$(OUT)/multi-source/run"]' -p output_dir $(OUT)/multi-source/analysis
 
 bench: setup
 	$(PY) -m benchmarks.bench --out $(OUT)/bench

@@ -277,7 +277,7 @@ def test_per_source_table_of_a_two_source_run(multi_run, tmp_path):
     for split, entries in recorded.items():
         for source, metrics in entries.items():
             entry = by_source[split][source]
-            assert entry["n"] == metrics["n"] and entry["metrics"]["accuracy"] == pytest.approx(metrics["accuracy"])
+            assert entry["n"] == metrics["n"] and entry["accuracy"] == pytest.approx(metrics["accuracy"])
             for name in ("accuracy", "roc_auc"):
                 interval = entry["intervals"]["metrics"][name]
                 assert interval["low"] <= interval["estimate"] <= interval["high"], (split, source, name)

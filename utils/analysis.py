@@ -267,26 +267,16 @@ def plot_calibration(run: Run, out: str | os.PathLike | None = None):
 
 def source_metrics(run: Run, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES,
                    threshold: float = 0.5) -> dict[str, dict[str, dict]]:
-    """Per evaluated split (val, report split) and source: n, metrics and bootstrap intervals; {} for one source.
+    """Per evaluated split (val, report split) and source: metrics with bootstrap intervals; {} for one source.
 
-    Read off the run's predictions (no new inference): each image's source comes from its path (DatasetIndex).
-    A source without images in a split (no official test split, or in training only beside a held-out one) has
-    no entry there.
+    Read off the run's predictions (no new inference) by training.source_metrics, which the training run's own
+    by_source came from. A source without images in a split (no official test split, or in training only beside a
+    held-out one) has no entry there.
     """
-    if len(run.index.source_names()) < 2:
-        return {}
-    result: dict[str, dict[str, dict]] = {}
-    for split_name, split in run.splits.items():
-        names = np.asarray(run.index.source_of(split))
-        y, p = run.y[split_name], run.p[split_name]
-        result[split_name] = {}
-        for source in run.index.source_names():
-            mask = names == source
-            if mask.any():
-                result[split_name][source] = {
-                    "n": int(mask.sum()), "metrics": evaluation.binary_metrics(y[mask], p[mask], threshold),
-                    "intervals": evaluation.bootstrap_intervals(y[mask], p[mask], threshold, n_resamples)}
-    return result
+    from utils import training
+
+    return training.source_metrics(run.index, run.splits, {k: (run.y[k], run.p[k]) for k in run.splits},
+                                   threshold, n_resamples)
 
 
 def source_frame(by_source: Mapping[str, Mapping[str, Mapping[str, Any]]], digits: int = 3) -> pd.DataFrame:

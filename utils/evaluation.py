@@ -363,6 +363,23 @@ def bootstrap_intervals(y_true: Any, p_fake: Any, threshold: float = 0.5, n_resa
             "metrics": intervals}
 
 
+def group_metrics(y_true: Any, p_fake: Any, groups: Sequence[str], threshold: float = 0.5,
+                  n_resamples: int | None = None) -> dict[str, dict[str, Any]]:
+    """binary_metrics of each group's images (e.g. each source of a pooled dataset), groups in first-seen order;
+    with n_resamples, each entry also holds its bootstrap "intervals"."""
+    y, p = np.asarray(y_true), np.asarray(p_fake)
+    names = np.asarray(groups)
+    if len(names) != len(y):
+        raise ValueError(f"groups must name one group per image, got {len(names)} for {len(y)} images")
+    result = {}
+    for group in dict.fromkeys(names.tolist()):
+        mask = names == group
+        result[group] = binary_metrics(y[mask], p[mask], threshold)
+        if n_resamples:
+            result[group]["intervals"] = bootstrap_intervals(y[mask], p[mask], threshold, n_resamples)
+    return result
+
+
 def format_interval(entry: Mapping[str, Any] | None, digits: int = 3) -> str | None:
     """'0.967 [0.933, 0.992]' from an {"estimate", "low", "high"} entry; None when the metric is undefined."""
     if not entry or entry.get("estimate") is None:

@@ -454,20 +454,15 @@ def environment() -> dict[str, str]:
 
 
 def source_metrics(index: Any, splits: dict[str, Any], predictions: dict[str, tuple[np.ndarray, np.ndarray]],
-                   threshold: float = 0.5) -> dict[str, dict[str, dict]]:
-    """Per held-out split and source, binary_metrics of that source's images; {} for a single source."""
-    from utils.evaluation import binary_metrics
+                   threshold: float = 0.5, n_resamples: int | None = None) -> dict[str, dict[str, dict]]:
+    """Per held-out split and source, binary_metrics of that source's images (with bootstrap intervals when
+    n_resamples is given); {} for a single source. Predictions must be in the split's order (never shuffled)."""
+    from utils.evaluation import group_metrics
 
     if len(index.source_names()) < 2:
         return {}
-    result = {}
-    for split_name, split in splits.items():
-        y_true, p_fake = (np.asarray(a) for a in predictions[split_name])
-        names = np.asarray(index.source_of(split))
-        # Predictions come back in the split's order (evaluation datasets are never shuffled): index by position.
-        result[split_name] = {name: binary_metrics(y_true[names == name], p_fake[names == name], threshold)
-                              for name in index.source_names() if (names == name).any()}
-    return result
+    return {name: group_metrics(*predictions[name], index.source_of(split), threshold, n_resamples)
+            for name, split in splits.items()}
 
 
 def source_frame(by_source: dict[str, dict[str, dict]]) -> pd.DataFrame:
