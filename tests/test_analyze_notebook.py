@@ -302,3 +302,17 @@ def test_reindex_run_holds_out_the_recorded_source(tiny_dataset, second_source):
     assert set(index.source_of(index.train)) == set(index.source_of(index.val)) == {"140k-real-and-fake-faces"}
     pooled = analysis.reindex_run({"params": params})  # recorded before holdout_source existed: no holdout
     assert pooled.holdout_source is None and pooled.test.counts() == {"real": 4, "fake": 4}
+
+
+def test_robustness_frame_keeps_the_grid_order():
+    """Severities shared by two transforms (0.5: a blur sigma and a rescale factor) must not pull rows out of order."""
+    import pandas as pd
+
+    from utils.analysis import robustness_frame
+
+    grid = [("blur_sigma", s) for s in (0, 0.5, 1)] + [("rescale_factor", s) for s in (1, 0.75, 0.5)]
+    tables = {name: pd.DataFrame([{"transform": t, "severity": s, "roc_auc": auc - i / 100, "accuracy": 0.5}
+                                  for i, (t, s) in enumerate(grid)]) for name, auc in (("b", 0.9), ("a", 0.8))}
+    frame = robustness_frame(tables)
+    assert list(frame.index) == grid and list(frame.columns) == ["b", "a"]
+    assert frame.loc[("rescale_factor", 0.5), "a"] == 0.8 - 5 / 100

@@ -312,6 +312,13 @@ def robustness(run: Run, grid: Mapping[str, Iterable[float]] = evaluation.ROBUST
 
 # ------------------------------------------------------------------------------------------------ Grad-CAM
 
+def robustness_frame(tables: Mapping[str, pd.DataFrame], metric: str = "roc_auc") -> pd.DataFrame:
+    """One row per transform and severity in the grid's order (clean setting first), one column per run."""
+    long = pd.concat(tables, names=["run"]).reset_index(level=0)
+    wide = long.pivot_table(index=["transform", "severity"], columns="run", values=metric, sort=False)
+    return wide.reindex(pd.MultiIndex.from_frame(long[["transform", "severity"]].drop_duplicates()))[list(tables)]
+
+
 GROUP_TITLES = {"true_real": "real, called real", "true_fake": "fake, called fake",
                 "false_real": "fake called real", "false_fake": "real called fake"}
 
