@@ -69,12 +69,13 @@ FACES ?=
 robustness: setup
 	$(PY) -m tools.robustness -f params/cpu-demo.yaml --output-root $(OUT)/robustness $(if $(FACES),--faces $(FACES))
 
-# One model over several datasets (data_dir a list): the embedded default pooled with FACES, metrics per source.
+# One model over several datasets (data_dir a list): the embedded default pooled with FACES, metrics per source
+# (Grad-CAM is left to the demo's analysis: its image grids would triple this report's size).
 multi-source: setup
 	@test -n "$(FACES)" || { echo "make multi-source needs FACES=/path/to/a/folder/of/real/and/fake/faces"; exit 2; }
 	$(PY) -m tools.notebook notebooks/train.ipynb -f params/cpu-demo.yaml \
 		-p data_dir '["synthetic:transposed", "$(FACES)"]' -p output_dir $(OUT)/multi-source/run
-	$(PY) -m tools.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml \
+	$(PY) -m tools.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml -p gradcam_samples 0 \
 		-p run_dirs '["$(OUT)/multi-source/run"]' -p output_dir $(OUT)/multi-source/analysis
 
 bench: setup
