@@ -87,6 +87,7 @@ def test_severity_table_means_intervals_and_grid_order(analyses):
     half = 4.302653 * values.std(ddof=1) / np.sqrt(3)
     assert cell == f"{values.mean():.3f} [{values.mean() - half:.3f}, {values.mean() + half:.3f}]"
     assert default.loc[("jpeg_quality", 100.0), "resize (n=3)"] == "0.900 [0.875, 0.925]"
+    assert default.loc[("jpeg_quality", 100.0), "crop (n=3)"] == "-"  # crop was not trained on this dataset
 
 
 def test_paired_severity_differences_against_the_baseline(analyses):

@@ -110,7 +110,7 @@ def severity_table(robustness: pd.DataFrame, metric: str = "roc_auc") -> pd.Data
     cells = cells.reindex(order)[list(dict.fromkeys(robustness["condition"]))]
     seeds = per_seed.groupby("condition")["seed"].nunique()
     cells.columns = [f"{c} (n={seeds[c]})" for c in cells.columns]
-    return cells
+    return cells.fillna("-")  # a condition not trained on that dataset (crop on images no larger than image_size)
 
 
 def paired_severity(robustness: pd.DataFrame, baseline: str = BASELINE_CONDITION,
@@ -160,7 +160,7 @@ def summary_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         per_seed = group.groupby("seed")[metrics].mean()
         rows.append({"dataset": dataset, "condition": cond, "seeds": len(per_seed), "report split": split,
                      **{m: _mean_interval(per_seed[m], digits) for m in metrics if per_seed[m].notna().any()}})
-    return pd.DataFrame(rows).set_index(["dataset", "condition"])
+    return pd.DataFrame(rows).set_index(["dataset", "condition"]).fillna("-")  # "-": not scored on that dataset
 
 
 def plot_curves(robustness: pd.DataFrame, metric: str = "roc_auc", path: str | os.PathLike | None = None):
