@@ -559,17 +559,10 @@ def paired_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
         return pd.DataFrame(columns=["alpha", "metric", "pairs", "ReLU mean", "alpha mean", "difference [95% CI]",
                                      "p (sign-flip)", "min attainable p", "p (Holm)"])
 
-    def difference(row: pd.Series) -> str | None:
-        if pd.isna(row["mean_diff"]):
-            return None
-        if pd.isna(row["ci_low"]):
-            return f"{row['mean_diff']:+.{digits}f}"
-        return f"{row['mean_diff']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
-
     return pd.DataFrame({"alpha": paired["alpha"], "metric": paired["metric"], "pairs": paired["n_pairs"],
                          "ReLU mean": paired["baseline_mean"].round(digits),
                          "alpha mean": paired["alpha_mean"].round(digits),
-                         "difference [95% CI]": paired.apply(difference, axis=1),
+                         "difference [95% CI]": paired.apply(evaluation.format_difference, axis=1, digits=digits),
                          "p (sign-flip)": paired["p_value"].round(3), "min attainable p": paired["min_p"].round(3),
                          "p (Holm)": paired["p_holm"].round(3)})
 

@@ -530,6 +530,15 @@ def paired_table(df: pd.DataFrame, group: str, baseline: Any, metrics: Sequence[
     return table
 
 
+def format_difference(row: Mapping[str, Any], digits: int = 3) -> str | None:
+    """A paired_table row's mean difference with its t interval as text ("+0.120 [+0.014, +0.226]")."""
+    if pd.isna(row["mean_diff"]):
+        return None
+    if pd.isna(row["ci_low"]):
+        return f"{row['mean_diff']:+.{digits}f}"
+    return f"{row['mean_diff']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
+
+
 def paired_alpha_table(df: pd.DataFrame, metrics: Sequence[str] | None = None, baseline_alpha: float = 0.0,
                        pair_on: str = "seed", level: float = CI_LEVEL) -> pd.DataFrame:
     """Each alpha against the baseline alpha (ReLU), per metric: paired_table over alpha_table's runs."""

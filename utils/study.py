@@ -138,16 +138,10 @@ def paired_frame(paired: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """paired_severity for reading: the difference with its interval in one cell, p-values rounded."""
     if paired.empty:
         return paired
-
-    def difference(row: pd.Series) -> str:
-        if pd.isna(row["ci_low"]):
-            return f"{row['mean_diff']:+.{digits}f}"
-        return f"{row['mean_diff']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]"
-
     return pd.DataFrame({"dataset": paired["dataset"], "condition": paired["condition"], "setting": paired["metric"],
                          "pairs": paired["n_pairs"], "baseline": paired["baseline_mean"].round(digits),
                          "condition mean": paired["treated_mean"].round(digits),
-                         "difference [95% CI]": paired.apply(difference, axis=1),
+                         "difference [95% CI]": paired.apply(evaluation.format_difference, axis=1, digits=digits),
                          "p (sign-flip)": paired["p_value"].round(3), "p (Holm)": paired["p_holm"].round(3)})
 
 
