@@ -10,16 +10,27 @@ UNSEEN := '["synthetic:nearest", "synthetic:bilinear"]'
 # The sweep's slopes (tools.sweep's default: 0 0.01 0.1 0.2 0.3). Each run is one demo training, about 8 minutes on
 # 2 CPU cores: the committed sweep compares the ReLU baseline with the study's slope only (ALPHAS="0 0.2").
 ALPHAS ?= 0 0.01 0.1 0.2 0.3
-# The tests that touch what Kaggle's image pins (TensorFlow, Keras, numpy, pandas, scikit-learn).
-KAGGLE_VERSION_TESTS := tests/test_model.py tests/test_training.py tests/test_train_notebook.py \
-	tests/test_analyze_notebook.py tests/test_kaggle.py tests/test_rehearse.py
+# Test tiers (markers in pytest.ini, set in tests/conftest.py): slow = end to end (notebook and training runs,
+# rehearsals, the Kaggle stand-in); make test-fast leaves them out. Under Kaggle's pins (TensorFlow, Keras, numpy,
+# pandas, scikit-learn, nbconvert) make test-kaggle-versions runs every quick test (model build/save/load, training
+# and resume, two replicas under mixed precision, pipelines, metrics, tables, in-kernel report rendering) and the
+# slow tests marked kaggle_versions: the train notebook end to end once and the analysis, explore and robustness
+# reports. The other end-to-end paths (rehearsals, stand-in sessions, sweep, two-source run) run once, in make pytest.
+FAST_TESTS := -m "not slow"
+KAGGLE_VERSION_TESTS := -m "not slow or kaggle_versions"
 
-.PHONY: setup demo test pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench
+.PHONY: setup demo test test-fast pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench bench-train-step
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The model on JAX and PyTorch (tests/test_backends.py, benchmarks/train_step.py): into .venv only, for the tests
+# and the benchmark; the main job and Kaggle's kernels need neither.
+$(VENV)/.backends: $(VENV)/.installed requirements-backends.txt
+	$(PY) -m pip install --quiet -r requirements-backends.txt
 	touch $@
 
 $(KAGGLE_VENV)/.installed: requirements.txt constraints-kaggle.txt
@@ -35,11 +46,17 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m tools.notebook notebooks/train.ipynb -f params/cpu-demo.yaml -p output_dir $(OUT)/demo
 
-# Everything CI checks: lint, the whole suite, then the version-sensitive tests under Kaggle's pinned versions.
+# Everything CI checks: lint, the whole suite, then under Kaggle's pinned versions the quick tests and the
+# kaggle_versions end-to-end ones (KAGGLE_VERSION_TESTS above).
 test: lint pytest test-kaggle-versions
 
-pytest: setup
-	$(PY) -m pytest
+# --durations: CI's log names the slowest tests, so a new slow one shows where the suite's minutes go.
+pytest: setup $(VENV)/.backends
+	$(PY) -m pytest --durations=10
+
+# The edit loop: lint and the quick tests (a few minutes on 2 CPU cores); make test before pushing.
+test-fast: lint
+	$(PY) -m pytest $(FAST_TESTS)
 
 # Lint and import order (ruff, settings in pyproject.toml); notebooks must be committed without outputs.
 lint: setup
@@ -50,7 +67,7 @@ strip: setup
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
 
 test-kaggle-versions: $(KAGGLE_VENV)/.installed
-	$(KAGGLE_VENV)/bin/python -m pytest $(KAGGLE_VERSION_TESTS)
+	$(KAGGLE_VENV)/bin/python -m pytest $(KAGGLE_VERSION_TESTS) --durations=10
 
 explore: setup
 	$(PY) -m tools.notebook notebooks/explore.ipynb -f params/explore-demo.yaml -p output_dir $(OUT)/explore
@@ -80,3 +97,9 @@ multi-source: setup
 
 bench: setup
 	$(PY) -m benchmarks.bench --out $(OUT)/bench
+
+# The train step on any Keras 3 backend (benchmarks/train_step.py: only Keras and that backend); BACKEND=jax, torch
+# or tensorflow; OUT=results for the committed records (docs/speed.md).
+BACKEND ?= jax
+bench-train-step: setup $(VENV)/.backends
+	$(PY) -m benchmarks.train_step --backend $(BACKEND) --out $(OUT)/bench

@@ -1,1 +1,1 @@
-"""Speed benchmarks (run `python -m benchmarks.bench --help`)."""
+"""Speed benchmarks: `python -m benchmarks.bench --help` (TensorFlow), `python -m benchmarks.train_step --help` (any)."""

@@ -8,10 +8,7 @@ All parts run in one process on the same generated 256-px JPEGs (quality 75, two
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -23,13 +20,13 @@ if __package__ in (None, ""):  # `python benchmarks/bench.py`: make the reposito
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmarks import common  # noqa: E402
+from benchmarks.common import LEARNING_RATE, SEED, augmentation, cpu_cores, load, peak_rss_mb  # noqa: E402
 from utils.runtime import REPO_ROOT, write_atomic  # noqa: E402
 
 SOURCE_SIZE = 256  # the 140k dataset's faces are 256 x 256 JPEGs
 SOURCE_QUALITY = 75
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepfake-bench"
-LEARNING_RATE = 1e-3
-SEED = 0
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -46,29 +43,7 @@ def device_name() -> str:
         return f"gpu-{len(gpus)}x{short}"
     if tf.config.list_logical_devices("TPU"):
         return f"tpu-{len(tf.config.list_logical_devices('TPU'))}core"
-    return f"cpu-{len(os.sched_getaffinity(0))}core"
-
-
-def cpu_model() -> str:
-    """The CPU model name (as lscpu prints it), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load() -> list[float]:
-    """1, 5 and 15 minute load averages (other users of the machine disturb timings)."""
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (ru_maxrss is in KB on Linux)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return f"cpu-{cpu_cores()}core"
 
 
 def machine() -> dict[str, Any]:
@@ -78,10 +53,8 @@ def machine() -> dict[str, Any]:
 
     from utils.training import describe_devices
 
-    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
-    return {"device": device_name(), "cpu_model": cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
-            "ram_gb": round(ram / 2**30, 1), "accelerator": describe_devices(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "platform": platform.platform()}
+    return {"device": device_name(), **common.host(), "accelerator": describe_devices(), "tensorflow": tf.__version__,
+            "keras": keras.__version__}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -137,13 +110,6 @@ def _summary(rates: list[float]) -> dict[str, Any]:
             "epochs_images_per_s": [round(r, 1) for r in rates]}
 
 
-def _augmentation(seed: int) -> Any:
-    """The study's augmentation (the same four layers the model holds)."""
-    from utils.augmentation import DEFAULT_AUGMENTATION, build_augmentation
-
-    return build_augmentation(**DEFAULT_AUGMENTATION, seed=seed)
-
-
 # ---------------------------------------------------------------------------------------------- 1. input pipeline
 
 
@@ -176,7 +142,7 @@ def bench_pipelines(root: str | os.PathLike, paths: list[str], labels: list[int]
             ds = data.make_dataset(split, image_size, batch_size, training=True, seed=seed)
             consume = None
             if name == "ours+aug_on_cpu":
-                augment = _augmentation(seed)
+                augment = augmentation(seed)
                 consume = tf.function(lambda x, augment=augment: augment(x, training=True), reduce_retracing=True)
                 # trace before timing, as the keras variants trace their map when the dataset is built
                 consume(tf.zeros([batch_size, image_size, image_size, 3]))
@@ -185,7 +151,7 @@ def bench_pipelines(root: str | os.PathLike, paths: list[str], labels: list[int]
                                                           batch_size=batch_size, shuffle=True, seed=seed, verbose=False)
             if name == "keras+cache":
                 ds = ds.cache()
-            augment = _augmentation(seed)
+            augment = augmentation(seed)
             ds = ds.map(lambda x, y, augment=augment: (augment(x, training=True), y),
                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
             consume = None
@@ -207,52 +173,12 @@ def bench_pipelines(root: str | os.PathLike, paths: list[str], labels: list[int]
 # ---------------------------------------------------------------------------------------------- 2. train step
 
 
-def stock_model(image_size: int, seed: int = SEED) -> Any:
-    """Stock keras.applications.ResNet50 (ReLU) with exactly our model's augmentation, preprocessing and head."""
-    import keras
-
-    from utils.model import NUM_CLASSES, ResNetPreprocess
-
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _augmentation(seed)(inputs)
-    x = ResNetPreprocess(name="preprocess")(x)
-    body = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(body.output)
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="stock_resnet50")
-
-
 def bench_train_step(image_size: int, batch_size: int, steps: int, warmup: int = 3, seed: int = SEED) -> dict[str, Any]:
-    """Median train-step time of our LeakyReLU model and the stock ResNet50, steps interleaved in one process."""
-    import numpy as np
-
-    from utils.model import build_model
+    """Train-step time of our LeakyReLU model and the stock ResNet50 (benchmarks.common), compiled as training does."""
     from utils.training import compile_model
 
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
-    y = rng.integers(0, 2, batch_size).astype("int32")
-    models = {"leakyrelu": build_model(alpha=0.2, image_size=image_size, seed=seed),
-              "stock_relu": stock_model(image_size, seed)}
-    for model in models.values():
-        compile_model(model, LEARNING_RATE)
-        for _ in range(warmup):
-            model.train_on_batch(x, y)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    started = load()
-    for _ in range(steps):  # interleaved, so a load spike from other users hits both models alike
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.train_on_batch(x, y)
-            times[name].append(time.perf_counter() - start)
-    result = {"image_size": image_size, "batch_size": batch_size, "steps": steps, "warmup_steps": warmup,
-              "load_before": started, "load_after": load()}
-    for name, values in times.items():
-        result[name] = {"median_step_s": round(statistics.median(values), 4), "min_step_s": round(min(values), 4),
-                        "images_per_s": round(batch_size / statistics.median(values), 1)}
-    result["ratio_leakyrelu_over_stock"] = round(result["leakyrelu"]["median_step_s"] /
-                                                 result["stock_relu"]["median_step_s"], 3)
-    return result
+    return common.bench_train_step(image_size, batch_size, steps, warmup, seed,
+                                   compile_fn=lambda model: compile_model(model, LEARNING_RATE))
 
 
 # ---------------------------------------------------------------------------------------------- 3. end to end
@@ -370,62 +296,48 @@ def to_markdown(record: dict[str, Any]) -> str:
              f"at end {record['load_end']}. Peak RSS {record['peak_rss_mb']} MB. "
              f"Source: {record['args']['images']} synthetic {SOURCE_SIZE}-px JPEGs (quality {SOURCE_QUALITY}).", ""]
     if record.get("pipelines"):
-        lines += ["## 1. Input pipeline (images/s; warm = median of full epochs after the first)", "",
-                  "| size | pipeline | cold epoch | warm epochs | decoded cache | JPEG ratio |",
-                  "|---:|---|---:|---:|:---:|---:|"]
-        for block in record["pipelines"]:
-            for name, v in block["variants"].items():
-                ours = name.startswith("ours")
-                lines.append(f"| {block['image_size']} | {name} | {v['cold_images_per_s']:.0f} | "
-                             f"{v['warm_images_per_s']:.0f} | {block['cache_decoded'] if ours else '-'} | "
-                             f"{block['jpeg_ratio'] if ours else '-'} |")
-        lines += ["", "| size | ratio | value |", "|---:|---|---:|"]
-        for block in record["pipelines"]:
-            for key, value in block.get("ratios", {}).items():
-                lines.append(f"| {block['image_size']} | {key} | {value:.2f}x |")
+        rows = [[block["image_size"], name, f"{v['cold_images_per_s']:.0f}", f"{v['warm_images_per_s']:.0f}",
+                 block["cache_decoded"] if name.startswith("ours") else "-",
+                 block["jpeg_ratio"] if name.startswith("ours") else "-"]
+                for block in record["pipelines"] for name, v in block["variants"].items()]
+        ratios = [[block["image_size"], key, f"{value:.2f}x"]
+                  for block in record["pipelines"] for key, value in block.get("ratios", {}).items()]
+        lines += ["## 1. Input pipeline (images/s; warm = median of full epochs after the first)", ""]
+        lines += common.table(["size", "pipeline", "cold epoch", "warm epochs", "decoded cache", "JPEG ratio"],
+                              "rlrrcr", rows)
+        lines += [""] + common.table(["size", "ratio", "value"], "rlr", ratios)
         lines += ["", "What each pipeline includes:", ""]
         lines += [f"* `{name}`: {text}" for name, text in PIPELINES.items()]
         lines.append("")
     if record.get("train_step"):
         t = record["train_step"]
         lines += [f"## 2. Train step, {t['image_size']} px, batch {t['batch_size']} (median of {t['steps']} "
-                  f"interleaved steps after {t['warmup_steps']} warm-up steps)", "",
-                  "| model | median step (s) | images/s |", "|---|---:|---:|"]
-        for name in ("leakyrelu", "stock_relu"):
-            lines.append(f"| {name} | {t[name]['median_step_s']:.4f} | {t[name]['images_per_s']:.1f} |")
-        lines += ["", f"LeakyReLU / stock step-time ratio: **{t['ratio_leakyrelu_over_stock']:.3f}** (target <= 1.05).",
-                  ""]
+                  f"interleaved steps after {t['warmup_steps']} warm-up steps)", ""] + common.train_step_lines(t)
     if record.get("end_to_end"):
         e = record["end_to_end"]
+        runs = {**{f"model.fit, {name}": v for name, v in e["fit"].items()}, "model.predict": e["predict"]}
         lines += [f"## 3. End to end, {e['image_size']} px, batch {e['batch_size']} "
-                  f"({e['steps_per_epoch']} steps per epoch; first epoch includes tracing)", "",
-                  "| run | first epoch | later epochs (median) |", "|---|---:|---:|"]
-        for name, v in e["fit"].items():
-            lines.append(f"| model.fit, {name} | {v['cold_images_per_s']:.1f} | {v['warm_images_per_s']:.1f} |")
-        p = e["predict"]
-        lines += [f"| model.predict | {p['cold_images_per_s']:.1f} | {p['warm_images_per_s']:.1f} |", "",
-                  f"Default steps_per_execution on this device: {e['default_steps_per_execution']}.", ""]
+                  f"({e['steps_per_epoch']} steps per epoch; first epoch includes tracing)", ""]
+        lines += common.table(["run", "first epoch", "later epochs (median)"], "lrr",
+                              [[name, f"{v['cold_images_per_s']:.1f}", f"{v['warm_images_per_s']:.1f}"]
+                               for name, v in runs.items()])
+        lines += ["", f"Default steps_per_execution on this device: {e['default_steps_per_execution']}.", ""]
     gpu = record.get("gpu") or {}
     lines += ["## 4. GPU: mixed precision and one vs all GPUs", ""]
     if "skipped" in gpu or not gpu:
         lines += [f"Skipped: {gpu.get('skipped', 'not run')}.", ""]
     else:
-        lines += [f"{gpu['image_size']} px, {gpu['batch_size_per_replica']} images per replica.", "",
-                  "| run | global batch | jit | optimizer | first epoch | later epochs |", "|---|---:|:---:|---|---:|---:|"]
-        for name, v in gpu["runs"].items():
-            lines.append(f"| {name} | {v['global_batch']} | {v['jit_compile']} | {v['optimizer']} | "
-                         f"{v['cold_images_per_s']:.0f} | {v['warm_images_per_s']:.0f} |")
+        lines += [f"{gpu['image_size']} px, {gpu['batch_size_per_replica']} images per replica.", ""]
+        lines += common.table(["run", "global batch", "jit", "optimizer", "first epoch", "later epochs"], "lrclrr",
+                              [[name, v["global_batch"], v["jit_compile"], v["optimizer"], f"{v['cold_images_per_s']:.0f}",
+                                f"{v['warm_images_per_s']:.0f}"] for name, v in gpu["runs"].items()])
         lines.append("")
     return "\n".join(lines)
 
 
 def write_results(record: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write <out_dir>/<device>.json and .md atomically."""
-    out_dir = Path(out_dir)
-    name = record["machine"]["device"]
-    json_path = write_atomic(out_dir / f"{name}.json", json.dumps(record, indent=2) + "\n")
-    md_path = write_atomic(out_dir / f"{name}.md", to_markdown(record) + "\n")
-    return json_path, md_path
+    return common.write_record(record, to_markdown(record), out_dir, record["machine"]["device"])
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -1,4 +1,13 @@
-"""Shared fixtures: a tiny generated dataset and one tiny training run of notebooks/train.ipynb (session-scoped)."""
+"""Shared fixtures (a tiny generated dataset, the suite's two training runs of notebooks/train.ipynb) and test tiers.
+
+Tiers (markers registered in pytest.ini, --strict-markers):
+* slow: end to end, minutes in all: a notebook run, a training run, a rehearsal, the Kaggle stand-in running pushed
+  notebooks. `make test-fast` (pytest -m "not slow") leaves these out; `make test` runs everything.
+* kaggle_versions: a slow test that `make test-kaggle-versions` runs again under Kaggle's pinned versions, beside
+  every quick test (-m "not slow or kaggle_versions"): the train notebook end to end once and the reports.
+Most slow tests are marked here, by the fixtures they use (pytest_collection_modifyitems); a slow test that uses
+none of them carries @pytest.mark.slow in its file (or is named in SLOW_TESTS below).
+"""
 from __future__ import annotations
 
 import json
@@ -98,3 +107,24 @@ def multi_run(tmp_path_factory, tiny_dataset, second_source) -> Path:
                   "output_dir": str(out), "resize_mode": "crop", **MULTI_DEGRADATIONS})
     assert (out / "metrics.json").is_file(), "the two-source training run wrote no metrics.json"
     return out
+
+
+# ---------------------------------------------------------------------------------------------- tiers
+
+# Fixtures whose set-up runs something end to end: every test using one (directly or through another fixture)
+# is slow. tiny_run / multi_run: papermill runs of train.ipynb; rehearsals: tests/test_rehearse.py's two rehearsals
+# of the Kaggle kernel; stand_in: tests/test_kaggle.py's stand-in Kaggle, which executes each pushed notebook.
+SLOW_FIXTURES = frozenset({"tiny_run", "multi_run", "rehearsals", "stand_in"})
+# Slow tests that use none of those fixtures: a test's node id without parameters, or a whole file.
+SLOW_TESTS = frozenset({
+    "tests/test_bench.py::test_benchmark_parts_and_report_on_tiny_sizes",  # trains and times ResNet50 steps
+    "tests/test_backends.py",  # every test reads what the JAX and PyTorch subprocesses built and trained
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark slow every test that uses a SLOW_FIXTURES fixture or is named (or in a file named) in SLOW_TESTS."""
+    for item in items:
+        test = item.nodeid.split("[", 1)[0]
+        if SLOW_FIXTURES.intersection(item.fixturenames) or test in SLOW_TESTS or test.split("::")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -6,10 +6,17 @@ it would to api.kaggle.com: POST /api/v1/kernels.KernelsApiService/<Method> with
 * SaveKernel names a new kernel after its title, numbers versions (`versionNumber`, `ref` '/code/owner/slug'),
   refuses a push while 2 batch GPU sessions run ("Maximum batch GPU session count of 2 reached.") or when the
   weekly quota is spent ("Maximum weekly GPU quota of 30.00 hours reached."), both in the answer's `error` field.
-* Each version runs for real: papermill executes the pushed notebook in a simulated /kaggle of its own (the dataset
-  in the 140k layout under input/, kernel sources' outputs read-only under input/<slug>/, cwd working/,
-  KAGGLE_KERNEL_RUN_TYPE set, no repository on the path, no credentials), writing /kaggle/working/__notebook__.ipynb
+* Each version runs for real: papermill executes the pushed notebook in a simulated /kaggle of its own, mounted as
+  Kaggle does since 2026 (the dataset in the 140k layout at input/datasets/<owner>/<slug>/, kernel sources' outputs
+  read-only at input/notebooks/<owner>/<slug>/; `layout = "legacy"`: both at input/<slug>/ as before), cwd working/,
+  KAGGLE_KERNEL_RUN_TYPE set, no repository on the path, no credentials, writing /kaggle/working/__notebook__.ipynb
   while it runs; that file is deleted when the run ends, as on Kaggle.
+* A version pushed with enableGpu gets "GPU T4 x2" (two logical CPU replicas, as the rehearsal stands for them)
+  unless `gpu_granted` is False, as for an account that is not phone-verified: then it runs on the CPU.
+* Kernel sources past `max_kernel_sources` (None: no cap; Kaggle publishes none) come back in the push answer's
+  `invalidKernelSources` and are not mounted, as Kaggle answers sources it cannot attach.
+* GetAcceleratorQuotaStatistics answers `gpu_hours_used` of `gpu_hours_allowed` (30) this week, as `kaggle quota`
+  reads them.
 * GetKernelSessionStatus answers per version (`versionLabel` 'v<N>'; none: the latest), 404 for an unknown kernel.
 * ListKernelSessionOutput lists only what working/ holds (relative names, subfolders), `pageSize` at a time with a
   `nextPageToken`, plus the run log as Kaggle gives it: a JSON list of {stream_name, time, data} records.
@@ -25,11 +32,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tools.kaggle import EXECUTED_NOTEBOOK, kernel_command, kernel_env, make_read_only
+from tools.kaggle import EXECUTED_NOTEBOOK, REHEARSAL_REPLICAS, input_mount, kernel_command, kernel_env, make_read_only
 
 SESSION_LIMIT_ERROR = "Maximum batch GPU session count of 2 reached."
 QUOTA_ERROR = "Maximum weekly GPU quota of 30.00 hours reached."
-DATASET_FOLDER = "140k-real-and-fake-faces"
+DEFAULT_DATASET = "xhlulu/140k-real-and-fake-faces"
 ACTIVE = ("QUEUED", "RUNNING")
 
 
@@ -45,6 +52,10 @@ class KaggleStandIn:
         self.quota_pushes: int | None = None  # pushes left before the weekly quota is spent; None: unlimited
         self.unauthorized_calls: set[int] = set()  # indexes (in self.calls) answered with HTTP 401
         self.overrides: dict[str, tuple[int, dict]] = {}  # method -> (HTTP code, answer) given instead
+        self.layout = "2026"  # how inputs are mounted: "2026" (datasets/, notebooks/) or "legacy" (<slug>/)
+        self.gpu_granted = True  # False: the account may not use GPUs (not phone-verified); GPU kernels get a CPU
+        self.max_kernel_sources: int | None = None
+        self.gpu_hours_used, self.gpu_hours_allowed = 0.0, 30.0
         self.max_active = 0  # the most sessions seen running at once (ours and foreign)
         self.refusals: list[str] = []
         self.lock = threading.Lock()
@@ -94,6 +105,10 @@ class KaggleStandIn:
             return self.overrides[method]
         if method == "SaveKernel":
             return self.save_kernel(body)
+        if method == "GetAcceleratorQuotaStatistics":
+            return 200, {"quotaRefreshTime": "2026-12-05T00:00:00Z",
+                         "gpuQuota": {"timeUsed": f"{self.gpu_hours_used * 3600:.3f}s",
+                                      "totalTimeAllowed": f"{self.gpu_hours_allowed * 3600:.3f}s"}}
         ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
         version = self.version(ref, body.get("versionLabel"))
         if version is None:
@@ -133,8 +148,12 @@ class KaggleStandIn:
                        "sim": self.root / ref.replace("/", "--") / f"v{len(versions) + 1}"}
             versions.append(version)
             self.max_active = max(self.max_active, self.active_sessions())
+        sources = body.get("kernelDataSources") or []
+        refused = sources[self.max_kernel_sources:] if self.max_kernel_sources is not None else []
+        version["sources"] = [source for source in sources if source not in refused]
         threading.Thread(target=self.run, args=(ref, version), daemon=True).start()
-        return 200, {"ref": f"/code/{ref}", "url": f"{self.url}/code/{ref}", "versionNumber": version["number"]}
+        return 200, {"ref": f"/code/{ref}", "url": f"{self.url}/code/{ref}", "versionNumber": version["number"],
+                     **({"invalidKernelSources": refused} if refused else {})}
 
     def version(self, ref: str, label: str | None) -> dict | None:
         """A kernel's version by label ('v2'), the latest without one, None when unknown."""
@@ -168,15 +187,19 @@ class KaggleStandIn:
     # ------------------------------------------------------------------------------------------ a session
 
     def attach_sources(self, version: dict, input_dir: Path) -> None:
-        """Dataset and kernel sources as Kaggle mounts them: read-only under input/."""
+        """Dataset and kernel sources as Kaggle mounts them: read-only under input/ (the test's dataset stands for
+        the first dataset source)."""
         if self.dataset is not None:
-            (input_dir / DATASET_FOLDER).symlink_to(Path(self.dataset).resolve(), target_is_directory=True)
-        for source in version["body"].get("kernelDataSources") or []:
+            source = (version["body"].get("datasetDataSources") or [DEFAULT_DATASET])[0]
+            mount = input_dir / input_mount("dataset", source, self.layout)
+            mount.parent.mkdir(parents=True, exist_ok=True)
+            mount.symlink_to(Path(self.dataset).resolve(), target_is_directory=True)
+        for source in version["sources"]:
             owner, slug, *number = source.split("/")
             done = [v for v in self.kernels.get(f"{owner}/{slug}", [])
                     if v["state"] == "COMPLETE" and (not number or v["number"] == int(number[0]))]
             if done:
-                target = input_dir / slug
+                target = input_dir / input_mount("kernel", source, self.layout)
                 shutil.copytree(done[-1]["sim"] / "working", target)
                 make_read_only(target)
 
@@ -189,8 +212,11 @@ class KaggleStandIn:
         working.mkdir()
         notebook.write_text(version["body"]["text"])
         self.attach_sources(version, input_dir)
-        # The kernel's folders and environment as Kaggle sets them up (one GPU-less replica, internet as pushed).
-        env = kernel_env(input_dir, working, replicas=1, internet=bool(version["body"].get("enableInternet")))
+        # The kernel's folders and environment as Kaggle sets them up: T4 x2 as two CPU replicas when a GPU was asked
+        # for and granted, else the CPU; internet as pushed.
+        gpus = bool(version["body"].get("enableGpu")) and self.gpu_granted
+        env = kernel_env(input_dir, working, replicas=REHEARSAL_REPLICAS if gpus else 1,
+                         internet=bool(version["body"].get("enableInternet")))
         version["state"] = "RUNNING"
         started, records = time.monotonic(), []
         with subprocess.Popen(kernel_command(notebook, working), cwd=working, env=env, stdout=subprocess.PIPE,
@@ -208,7 +234,7 @@ class KaggleStandIn:
     def add_version(self, ref: str, state: str, files: dict[str, str] | None = None, log: str = "") -> dict:
         """A version that ran before the test (e.g. an older one, or one cancelled in the browser)."""
         versions = self.kernels.setdefault(ref, [])
-        version = {"number": len(versions) + 1, "state": state, "failure": None, "log": log, "body": {},
+        version = {"number": len(versions) + 1, "state": state, "failure": None, "log": log, "body": {}, "sources": [],
                    "sim": self.root / ref.replace("/", "--") / f"v{len(versions) + 1}"}
         for name, text in (files or {}).items():
             (version["sim"] / "working" / name).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""notebooks/analyze.ipynb on the tiny training run with a tiny robustness grid and one extra dataset; helpers."""
+"""notebooks/analyze.ipynb on the tiny training run with a tiny robustness grid and one extra dataset; helpers.
+
+The tests reading that analysis are slow (they need the tiny run) and run again under Kaggle's pinned versions
+(kaggle_versions: pandas and scikit-learn make its tables and its report).
+"""
 import json
 
 import pytest
@@ -32,6 +36,7 @@ def analyzed(tmp_path_factory, tiny_run):
     return out, extra, json.loads((out / "analysis.json").read_text())
 
 
+@pytest.mark.kaggle_versions
 def test_analysis_json_held_out_metrics(analyzed, tiny_run, tiny_metrics):
     _, _, record = analyzed
     (name, run), = record["runs"].items()
@@ -53,6 +58,7 @@ def test_analysis_json_held_out_metrics(analyzed, tiny_run, tiny_metrics):
     assert held["optimistic"] is False and held["note"] is None  # an official test split: nothing to mark
 
 
+@pytest.mark.kaggle_versions
 def test_analysis_json_intervals_on_every_evaluated_split(analyzed):
     _, extra, record = analyzed
     run = next(iter(record["runs"].values()))
@@ -67,6 +73,7 @@ def test_analysis_json_intervals_on_every_evaluated_split(analyzed):
     assert held["val_metrics"]["log_loss"] > 0 and 0 <= held["val_metrics"]["accuracy"] <= 1
 
 
+@pytest.mark.kaggle_versions
 def test_analysis_json_spectrum_baseline_beside_the_cnn(analyzed, tiny_dataset):
     _, extra, record = analyzed
     baseline = next(iter(record["runs"].values()))["baseline"]
@@ -79,6 +86,7 @@ def test_analysis_json_spectrum_baseline_beside_the_cnn(analyzed, tiny_dataset):
     assert 0 <= own["metrics"]["roc_auc"] <= 1
 
 
+@pytest.mark.kaggle_versions
 def test_analysis_json_gradcam_layer_and_alpha_comparison(analyzed):
     _, _, record = analyzed
     run = next(iter(record["runs"].values()))
@@ -92,6 +100,7 @@ def test_analysis_json_gradcam_layer_and_alpha_comparison(analyzed):
     assert row["val_log_loss"] > 0 and "accuracy_at_val_threshold" in row
 
 
+@pytest.mark.kaggle_versions
 def test_analysis_json_robustness_gradcam_extra_alpha(analyzed):
     _, extra, record = analyzed
     run = next(iter(record["runs"].values()))
@@ -109,6 +118,7 @@ def test_analysis_json_robustness_gradcam_extra_alpha(analyzed):
     assert record["params"]["robustness"] == TINY_GRID
 
 
+@pytest.mark.kaggle_versions
 def test_analysis_figures_report_and_threshold_file(analyzed, tiny_run):
     out, _, record = analyzed
     name = next(iter(record["runs"]))
@@ -156,6 +166,7 @@ def test_read_run_rejects_a_folder_without_a_run(tmp_path):
         read_run(tmp_path)
 
 
+@pytest.mark.kaggle_versions
 def test_analyze_run_matches_the_notebook(analyzed, tiny_run, tmp_path):
     """The one-call API gives the notebook's held-out numbers and writes the same figures."""
     from utils.analysis import analyze_run
@@ -258,6 +269,7 @@ def test_figure_runs_picks_one_run_per_alpha():
         figure_runs(runs, "some")
 
 
+@pytest.mark.kaggle_versions
 def test_single_source_run_says_so(analyzed):
     out, _, record = analyzed
     assert "by_source" not in next(iter(record["runs"].values()))  # one source: nothing to break down

@@ -1,5 +1,7 @@
-"""Smoke test of benchmarks/bench.py on tiny inputs (structure and positive numbers only, never speed), and of the
-input pipeline's decode-time JPEG downscaling that the benchmark measures."""
+"""Smoke test of benchmarks/bench.py on tiny inputs (structure and positive numbers only, never speed), of what it
+shares with benchmarks/train_step.py (benchmarks/common.py: FLOP count, tables, records) and of train_step's flags and
+records under TensorFlow, and of the input pipeline's decode-time JPEG downscaling that the benchmark measures.
+train_step under JAX and PyTorch, with TensorFlow absent, is run by tests/test_backends.py."""
 from __future__ import annotations
 
 import json
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import bench
+from benchmarks import bench, common, train_step
 from utils import data
 
 
@@ -58,6 +60,9 @@ def test_benchmark_parts_and_report_on_tiny_sizes(jpegs, tmp_path):
     assert set(pipelines["ratios"]) >= {"ours/keras warm", "ours/keras cold"}
     train_step = bench.bench_train_step(image_size=32, batch_size=2, steps=2, warmup=1)
     assert {"leakyrelu", "stock_relu", "ratio_leakyrelu_over_stock"} <= set(train_step)
+    # Keras' ResNet50 costs 3.86 GMAC per 224-px image (He et al.: 3.8 x 10^9 multiply-adds), 49 times less at 32 px.
+    assert 3.8 < train_step["forward_gmac_per_image"] * 49 < 3.9
+    assert train_step["leakyrelu"]["jit_compile"] is False  # TensorFlow: no XLA on a CPU, nor for RandomRotation
     end_to_end = bench.bench_end_to_end(paths[:16], labels[:16], image_size=32, batch_size=4, steps=2,
                                         steps_per_execution=(1, 2))
     assert set(end_to_end["fit"]) == {"steps_per_execution=1", "steps_per_execution=2"}
@@ -76,7 +81,8 @@ def test_benchmark_parts_and_report_on_tiny_sizes(jpegs, tmp_path):
     assert len(numbers) > 20 and all(n > 0 for n in numbers)
     assert loaded["peak_rss_mb"] > 0
     markdown = md_path.read_text()
-    for heading in ("## 1. Input pipeline", "## 2. Train step", "## 3. End to end", "## 4. GPU", "Skipped"):
+    for heading in ("## 1. Input pipeline", "## 2. Train step", "## 3. End to end", "## 4. GPU", "Skipped",
+                    "GFLOP per image and step", "| stock_relu |"):
         assert heading in markdown
     assert markdown.count("| 32 | ours |") == 1
 
@@ -87,6 +93,90 @@ def test_main_writes_json_and_markdown(jpegs, tmp_path):
                          "--out", str(tmp_path / "out"), "--device-name", "test-device"])
     assert (tmp_path / "out" / "test-device.json").is_file() and (tmp_path / "out" / "test-device.md").is_file()
     assert record["machine"]["cpu_cores"] > 0 and record["total_seconds"] > 0 and "train_step" not in record
+
+
+# ---------------------------------------------------------------------------------------------- common, train_step
+
+
+def test_forward_macs_counts_conv_and_dense_multiply_accumulates():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inputs)  # 4x4x4 outputs, 3x3x3 inputs each
+    x = keras.layers.Conv2D(4, 1, groups=2)(x)  # 4x4x4 outputs, 1x1x2 inputs each
+    x = keras.layers.BatchNormalization()(keras.layers.GlobalAveragePooling2D()(x))  # not counted
+    x = keras.Sequential([keras.layers.Dense(3)])(x)  # nested: 3 outputs, 4 inputs each
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))  # 2 outputs, 3 inputs each
+    assert common.forward_macs(model) == 4 * 4 * 4 * 27 + 4 * 4 * 4 * 2 + 3 * 4 + 2 * 3
+
+
+def test_table_and_record_files(tmp_path):
+    assert common.table(["a", "b", "c"], "lrc", [[1, "x", True]]) == ["| a | b | c |", "|---|---:|:---:|",
+                                                                       "| 1 | x | True |"]
+    with pytest.raises(ValueError, match="3 columns"):
+        common.table(["a", "b", "c"], "lr", [])
+    with pytest.raises(ValueError, match="3 columns"):
+        common.table(["a", "b", "c"], "lrc", [[1, 2]])
+    json_path, md_path = common.write_record({"a": 1}, "# A", tmp_path / "out", "stem")
+    assert json.loads(json_path.read_text()) == {"a": 1} and md_path.read_text() == "# A\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["stem.json", "stem.md"]  # no temporary left
+
+
+def _stub_result(image_size: int, batch_size: int, steps: int, warmup: int, seed: int) -> dict:
+    """What common.bench_train_step returns, with made-up timings."""
+    model = {"median_step_s": 0.5, "min_step_s": 0.4, "first_step_s": 9.0, "images_per_s": batch_size / 0.5,
+             "achieved_gflop_per_s": 1.0, "jit_compile": False, "optimizer": "Adam"}
+    return {"image_size": image_size, "batch_size": batch_size, "steps": steps, "warmup_steps": warmup,
+            "load_before": [0, 0, 0], "load_after": [0, 0, 0], "alpha": 0.2, "forward_gmac_per_image": 0.3,
+            "train_gflop_per_image": 1.8, "flop_formula": common.FLOP_FORMULA, "leakyrelu": model,
+            "stock_relu": {**model, "median_step_s": 0.25}, "ratio_leakyrelu_over_stock": 2.0}
+
+
+def test_train_step_main_records_device_precision_and_ratio(tmp_path, monkeypatch):
+    import keras
+
+    seen = {}
+
+    def stub(*args):
+        seen["args"], seen["policy"] = args, keras.mixed_precision.dtype_policy().name
+        return _stub_result(*args)
+
+    monkeypatch.setattr(common, "bench_train_step", stub)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # main sets it; monkeypatch puts back what was there
+    record = train_step.main(["--backend", "tensorflow", "--precision", "mixed_bfloat16", "--out", str(tmp_path),
+                              "--notes", "a shared machine"])
+    assert seen == {"args": (*train_step.CPU_DEFAULTS, common.SEED), "policy": "mixed_bfloat16"}
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored for the rest of the process
+    assert record["device"] == {"platform": "cpu", "name": "cpu", "count": common.cpu_cores(),
+                                "backend_version": record["device"]["backend_version"], "label": "cpu"}
+    assert record["tensorflow_loaded"] is True and record["args"]["image_size"] == train_step.CPU_DEFAULTS[0]
+    stem = "train-step-cpu-tensorflow-mixed_bfloat16"
+    assert json.loads((tmp_path / f"{stem}.json").read_text())["train_step"]["ratio_leakyrelu_over_stock"] == 2.0
+    markdown = (tmp_path / f"{stem}.md").read_text()
+    for text in ("# Train step: tensorflow on cpu", "precision mixed_bfloat16", "Notes: a shared machine",
+                 "ratio: **2.000**", "| leakyrelu | 0.5000 | 16.0 | 1.0 | False | 9.0 |"):
+        assert text in markdown
+
+
+def test_train_step_refuses_a_backend_other_than_the_loaded_one(tmp_path):
+    with pytest.raises(RuntimeError, match="--backend jax: keras is already imported here with backend 'tensorflow'"):
+        train_step.main(["--backend", "jax", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("flag, value, expected", [("--image-size", "16", ">= 32"), ("--batch-size", "0", ">= 1"),
+                                                   ("--steps", "two", ">= 1"), ("--backend", "mxnet", "choose from")])
+def test_train_step_rejects_bad_flags(capsys, flag, value, expected):
+    with pytest.raises(SystemExit):
+        train_step.parse_args([flag, value])
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and expected in err
+
+
+def test_device_labels_are_file_name_safe():
+    assert train_step._label("cpu", "cpu") == "cpu"
+    assert train_step._label("gpu", "NVIDIA H100 80GB HBM3") == "gpu-H100-80GB-HBM3"
+    assert train_step._label("gpu", "Tesla T4") == "gpu-T4"
+    assert train_step._label("tpu", "TPU v5 lite") == "tpu-TPU-v5-lite"
 
 
 # ---------------------------------------------------------------------------------------------- decode ratio

@@ -142,7 +142,7 @@ def test_manifest_name_marks_the_embedded_synthetic_dataset(tmp_path):
 
 
 def test_real_synthetic_generator_output_is_indexed(tmp_path):
-    synthetic = pytest.importorskip("utils.synthetic")
+    from utils import synthetic
     root = synthetic.generate_dataset(tmp_path / "syn", counts={"train": 3, "valid": 1, "test": 2}, image_size=16)
     (Path(root) / "manifest.json").write_text('{"name": "%s"}' % synthetic.DATASET_NAME)
     index = data.index_dataset(str(root))
@@ -395,6 +395,25 @@ def test_find_kaggle_dataset_prefers_140k_and_handles_absence(tmp_path):
     assert data.find_kaggle_dataset(str(input_root)) == str(big)
 
 
+def test_find_kaggle_dataset_in_the_older_mount_and_beside_an_attached_output(tmp_path):
+    """Before 2026 a dataset lay at /kaggle/input/<slug>; an attached kernel output beside it is no dataset."""
+    input_root = tmp_path / "input"
+    (input_root / "notebooks" / "me" / "train-old" / "train").mkdir(parents=True)
+    (input_root / "notebooks" / "me" / "train-old" / "train" / "params.json").write_text("{}")
+    slug = _make_140k(input_root / "140k-real-and-fake-faces", n=1)
+    assert data.find_kaggle_dataset(str(input_root)) == str(slug)
+
+
+def test_find_kaggle_dataset_takes_the_newest_mounted_version(tmp_path):
+    """A dataset mounted with versions/<N> below it: the highest N, compared as numbers (10 after 9)."""
+    mount = tmp_path / "input" / "datasets" / "xhlulu" / "140k-real-and-fake-faces"
+    for version in (9, 10, 2):
+        _make_140k(mount / "versions" / str(version), n=2)
+    found = data.find_kaggle_dataset(str(tmp_path / "input"))
+    assert found == str(mount / "versions" / "10")
+    assert data.index_dataset(found).root == str(mount / "versions" / "10" / "real_vs_fake" / "real-vs-fake")
+
+
 @pytest.fixture
 def fake_synthetic(monkeypatch, tmp_path):
     """Replace the embedded default's generation (slow) by a marker folder."""
@@ -411,8 +430,10 @@ def test_resolve_data_dir_order(monkeypatch, tmp_path, fake_synthetic):
     assert data.resolve_data_dir(str(explicit)) == str(explicit)
     assert data.resolve_data_dir(None) == str(fake_synthetic)  # nothing attached, not on Kaggle
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    with pytest.raises(DataError, match="no dataset attached.*xhlulu/140k-real-and-fake-faces"):
+    _tree(input_root / "datasets" / "someone" / "cats", {"images/tabby": 1})
+    with pytest.raises(DataError, match="no known dataset attached.*xhlulu/140k-real-and-fake-faces") as error:
         data.resolve_data_dir(None)
+    assert "datasets/someone/cats/: images/" in str(error.value)  # what is attached, to see what went wrong
     slug = _make_140k(input_root / "datasets" / "xhlulu" / "140k-real-and-fake-faces", n=1)
     assert data.resolve_data_dir(None) == str(slug)
     assert data.resolve_data_dir("") == str(slug)
@@ -469,6 +490,52 @@ def test_make_dataset_training_shuffles_and_keeps_every_image(mixed_split):
     for epoch in epochs:
         assert sorted(epoch) == list(range(20))
     assert epochs[0] != list(range(20)) and epochs[0] != epochs[1]  # shuffled, reshuffled after the cache
+
+
+def _batch_sizes_and_ids(ds) -> tuple[list[int], list[list[int]]]:
+    """Each batch's size and the image ids in it (the first pixel of each image holds its id)."""
+    batches = [element[0].numpy() if isinstance(element, tuple) else element.numpy() for element in ds]
+    return [len(b) for b in batches], [b[:, 0, 0, 0].astype(int).tolist() for b in batches]
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 15])
+def test_fill_batches_gives_two_replicas_equal_shares_and_keeps_every_image(n):
+    """Training on 2 replicas (batches of 4): each batch even and non-empty, the step count kept, every image in,
+    at most one repeated (from its own batch), labels travelling with their images."""
+    import tensorflow as tf
+
+    images = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 3), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(n, dtype=np.int32))).batch(4)
+    filled = data.fill_batches(ds, 2)
+    assert int(filled.cardinality()) == -(-n // 4)  # known: Keras sees the epoch end where it ends
+    sizes, ids = _batch_sizes_and_ids(filled)
+    assert all(size % 2 == 0 and size >= 2 for size in sizes), sizes
+    assert sorted(set(i for batch in ids for i in batch)) == list(range(n))
+    assert sum(sizes) - n == n % 2
+    for batch, original in zip(ids, [list(range(n))[i:i + 4] for i in range(0, n, 4)]):
+        assert batch[:len(original)] == original and set(batch) == set(original)
+    labels = [int(v) for _, y in filled for v in y.numpy()]
+    assert labels == [i for batch in ids for i in batch]
+    assert _batch_sizes_and_ids(data.fill_batches(ds.map(lambda x, y: x), 2))[1] == ids  # images alone
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 9])
+def test_pad_batches_adds_blank_images_that_the_mask_drops(n):
+    """Prediction on 2 replicas (batches of 4): even batches; `real` keeps exactly the images, in order."""
+    import tensorflow as tf
+
+    images = (np.arange(n, dtype=np.float32) + 1)[:, None, None, None] * np.ones((1, 2, 2, 3), np.float32)
+    one_hot = np.eye(2, dtype=np.float32)[np.arange(n) % 2]
+    padded = list(data.pad_batches(tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4), 2))
+    assert [len(x) % 2 for x, _, _ in padded] == [0] * -(-n // 4)
+    kept = np.concatenate([x.numpy()[real.numpy()] for x, _, real in padded])
+    assert np.array_equal(kept, images)
+    pads = np.concatenate([x.numpy()[~real.numpy()] for x, _, real in padded])
+    assert len(pads) == n % 2 and not pads.any()  # blank
+    labels = np.concatenate([y.numpy()[real.numpy()] for _, y, real in padded])
+    assert np.array_equal(labels, one_hot)
+    alone = list(data.pad_batches(tf.data.Dataset.from_tensor_slices(images).batch(4), 2))
+    assert all(not y.numpy().any() for _, y, _ in alone) and sum(int(r.numpy().sum()) for *_, r in alone) == n
 
 
 def test_load_images_matches_make_dataset(mixed_split):

@@ -114,10 +114,23 @@ def test_grad_cam_bad_layer_name(trained):
         grad_cam(model, x[:2], layer_name="no_such_layer")
 
 
-def test_grad_cam_on_the_project_model():
+@pytest.fixture(scope="module")
+def project_model():
+    """build_model(alpha=0.2, image_size=size, weights=None, seed=0), built once per size for the module."""
     from utils.model import build_model
 
-    model = build_model(alpha=0.2, image_size=64, weights=None, seed=0)
+    cache = {}
+
+    def get(size):
+        if size not in cache:
+            cache[size] = build_model(alpha=0.2, image_size=size, weights=None, seed=0)
+        return cache[size]
+
+    return get
+
+
+def test_grad_cam_on_the_project_model(project_model):
+    model = project_model(64)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     maps = grad_cam(model, x)  # default layer: the deepest map with >= 7x7 cells
     assert maps.shape == (2, 64, 64)
@@ -126,11 +139,11 @@ def test_grad_cam_on_the_project_model():
 
 @pytest.mark.parametrize("size, layer, cells", [(32, "conv2_block3_out", 8), (64, "conv3_block4_out", 8),
                                                 (224, "conv5_block3_out", 7)])
-def test_gradcam_layer_has_at_least_7x7_cells_at_the_image_size(size, layer, cells):
+def test_gradcam_layer_has_at_least_7x7_cells_at_the_image_size(size, layer, cells, project_model):
     """conv5_block3_out is 2x2 at 64 px: the chosen layer is the deepest block output that keeps >= 7x7."""
-    from utils.model import GRADCAM_MIN_CELLS, build_model, gradcam_layer
+    from utils.model import GRADCAM_MIN_CELLS, gradcam_layer
 
-    model = build_model(alpha=0.2, image_size=size, weights=None, seed=0)
+    model = project_model(size)
     name, shape = gradcam_layer(model)
     assert (name, shape) == (layer, (cells, cells)) and min(shape) >= GRADCAM_MIN_CELLS
     assert tuple(model.get_layer(name).output.shape[1:3]) == shape

@@ -155,17 +155,36 @@ def test_build_folder(creds, tmp_path):
     script = utils_cell + "\nimport utils.runtime\nprint(json.dumps({'file': utils.runtime.__file__, " \
                           "'build': KAGGLE_BUILD, 'commit': os.environ['UTILS_GIT_COMMIT']}))\n"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAGGLE_KERNEL_RUN_TYPE")}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+    (tmp_path / "cell.py").write_text(script)  # the payload is longer than one command-line argument may be
+    done = subprocess.run([sys.executable, "cell.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert not result["file"].startswith(str(REPO_ROOT)) and "kaggle-utils-" in result["file"]
     assert result["build"]["params"] == {"alpha": 0.1} and result["build"]["slug"] == "train-alpha-0-1"
     assert result["commit"] == result["build"]["commit"]
+    assert result["build"]["accelerator"] == "gpu" and result["build"]["resume_from"] is None
 
     # The key appears nowhere in the build, not even inside the embedded zip.
     for path in folder.rglob("*"):
         assert SECRET not in path.read_text()
     assert all(SECRET not in text for text in files.values())
+
+
+def test_build_for_the_cpu_and_a_resume(creds, tmp_path):
+    """--cpu asks Kaggle for no accelerator and tells the kernel so; a resume attaches that kernel and says which run
+    the kernel must find (both in the record the generated cell writes and checks)."""
+    notebook = make_notebook(tmp_path / "src" / "train.ipynb")
+    folder = kg.build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", gpu=False,
+                             resume_from="tester/train-alpha-0-2", kernel_sources=("tester/other-run",))
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["enable_gpu"] is False and "machine_shape" not in meta
+    assert meta["kernel_sources"] == ["tester/other-run", "tester/train-alpha-0-2"]
+    kg.validate_metadata(meta, folder)
+    cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), kg.UTILS_CELL_TAG)[0]
+    record = json.loads(re.search(r"KAGGLE_BUILD = json.loads\((.*)\)", cell).group(1)[1:-1].encode().decode(
+        "unicode_escape"))
+    assert record["accelerator"] == "none" and record["resume_from"] == "tester/train-alpha-0-2"
+    assert "check_accelerator(KAGGLE_BUILD['accelerator'])" in cell
 
 
 def test_build_refuses_a_secret_in_utils(creds, tmp_path, monkeypatch):
@@ -221,13 +240,10 @@ def test_validate_metadata_rejects(tmp_path, change, message):
     assert str(tmp_path / "kernel-metadata.json") in str(info.value)
 
 
-def test_real_train_notebook_builds_if_present(creds, tmp_path):
-    """notebooks/train.ipynb (written elsewhere) builds with alpha injected, when it exists and declares alpha."""
+def test_real_train_notebook_builds(creds, tmp_path):
+    """notebooks/train.ipynb declares alpha and builds with it injected."""
     notebook = REPO_ROOT / "notebooks" / "train.ipynb"
-    if not notebook.is_file():
-        pytest.skip("notebooks/train.ipynb not written yet")
-    if "alpha" not in (kg.notebook_parameters(notebook) or {}):
-        pytest.skip("notebooks/train.ipynb declares no alpha parameter")
+    assert "alpha" in (kg.notebook_parameters(notebook) or {}), f"{notebook} declares no alpha parameter"
     folder = kg.build_kernel(notebook, {"alpha": 0.1}, USER, "train alpha 0.1", build_root=tmp_path / "build")
     nb = json.loads((folder / "train.ipynb").read_text())
     assert "alpha = 0.1" in cells_tagged(nb, "injected-parameters")[0]
@@ -295,46 +311,94 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_push_wait_pull_train_notebook(stand_in, tmp_path, capsys):
-    """`push notebooks/train.ipynb ... --wait --pull`: the real notebook runs in the simulated /kaggle; the listing
-    holds no executed notebook, yet results/<slug>/ gets the run's files and a report showing its figures."""
+TINY_TRAIN = ["-p", "epochs", "1", "-p", "image_size", "32", "-p", "batch_size", "4", "-p", "rotation", "0",
+              "-p", "zoom", "0", "-p", "output_dir", "run"]
+TINY_ANALYSIS = ["-a", "robustness", json.dumps({"jpeg_quality": [100, 30]}), "-a", "robustness_images", "2",
+                 "-a", "gradcam_samples", "1", "-a", "bootstrap_resamples", "100", "-a", "baseline_train_images", "4",
+                 "-a", "per_run_figures", "all"]
+
+
+def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
+    """`sweep notebooks/train.ipynb --alphas 0 0.2 --analyze`, mounted as Kaggle does in 2026: both trainings run
+    (as on T4 x2: two replicas) and are pulled with the report each kernel rendered; then analyze.ipynb runs on Kaggle
+    with both kernels' outputs attached, finds each run under notebooks/<owner>/<slug>/, and its own report (figures,
+    the paired alpha table) comes back. An expired token on a status poll is re-authenticated once."""
     build, results = tmp_path / "build", tmp_path / "results"
-    stand_in.unauthorized_calls = {2}  # the second status poll meets an expired token
-    code, out, err = run_cli(["push", str(REPO_ROOT / "notebooks" / "train.ipynb"), "-p", "epochs", "1",
-                              "-p", "image_size", "32", "-p", "batch_size", "4", "-p", "rotation", "0", "-p", "zoom",
-                              "0", "-p", "output_dir", "run", "--wait", "--pull", "--poll", "0.2", "--poll-max", "1",
-                              "--build-dir", str(build), "--results-dir", str(results)], capsys)
+    # Calls 0-4: the quota, the status of both variants (never pushed), both pushes; 5: the first poll.
+    stand_in.unauthorized_calls = {5}
+    code, out, err = run_cli(["sweep", str(REPO_ROOT / "notebooks" / "train.ipynb"), "--alphas", "0", "0.2",
+                              "--slug", "faces", "--analyze", *TINY_TRAIN, *TINY_ANALYSIS, "--poll", "0.2",
+                              "--poll-max", "1", "--build-dir", str(build), "--results-dir", str(results)], capsys)
     assert code == 0, err + out[-3000:]
-
-    (push,) = stand_in.method_calls("SaveKernel")
-    sent = push["body"]
-    slug = sent["slug"].split("/")[1]
-    assert len(sent["newTitle"]) <= kg.TITLE_MAX and kg.slugify(sent["newTitle"]) == slug  # 5 parameters, short
-    assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableInternet"] is False
-    assert sent["datasetDataSources"] == ["xhlulu/140k-real-and-fake-faces"] and not sent.get("kernelDataSources")
-    assert base64.b64decode(push["auth"].split()[1]).decode() == f"{USER}:{SECRET}"
-
-    # The pushed version is followed by number; the expired token is re-authenticated once.
-    polls = stand_in.method_calls("GetKernelSessionStatus")
-    assert all(p["body"].get("versionLabel") == "v1" for p in polls)
-    assert [p["code"] for p in polls[:2]] == [200, 401] and polls[-1]["code"] == 200
     assert "re-authenticating once" in err
 
-    # The listing held the run's files and the log, not the executed notebook; the report came from the kernel.
-    dest = results / slug
-    run = dest / "run"
-    assert not (dest / kg.EXECUTED_NOTEBOOK).exists() and (dest / f"{slug}.log").is_file()
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["finished"] is True and metrics["epochs_run"] == 1
-    assert metrics["params"]["time_budget_hours"] is None and (run / "model.keras").is_file()
-    assert json.loads((dest / kg.BUILD_RECORD).read_text())["slug"] == slug
-    pngs = sorted(run.glob("*.png"))
-    assert {p.name for p in pngs} == {"training_curves.png", "confusion_matrix.png"}
-    report = (dest / f"{slug}.html").read_text()
-    assert count_images(report) == len(pngs)
-    assert report == (run / "train.html").read_text()
-    assert "LeakyReLU" in report and "Traceback" not in report
+    assert [c["method"] for c in stand_in.calls[:5]] == ["GetAcceleratorQuotaStatistics", "GetKernelSessionStatus",
+                                                         "GetKernelSessionStatus", "SaveKernel", "SaveKernel"]
+    assert stand_in.calls[5]["code"] == 401 and stand_in.calls[5]["method"] == "GetKernelSessionStatus"
+    pushes = stand_in.method_calls("SaveKernel")
+    assert [p["body"]["slug"] for p in pushes] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2",
+                                                   "tester/faces-analysis"]
+    for push in pushes:
+        sent = push["body"]
+        assert len(sent["newTitle"]) <= kg.TITLE_MAX and kg.slugify(sent["newTitle"]) == sent["slug"].split("/")[1]
+        assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableGpu"] is True and sent["enableInternet"] is False
+        assert sent["datasetDataSources"] == ["xhlulu/140k-real-and-fake-faces"]
+        assert base64.b64decode(push["auth"].split()[1]).decode() == f"{USER}:{SECRET}"
+    assert not pushes[0]["body"].get("kernelDataSources")
+    assert pushes[2]["body"]["kernelDataSources"] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2"]
+
+    for slug, alpha in (("faces-alpha-0", 0.0), ("faces-alpha-0-2", 0.2)):
+        dest = results / slug
+        run = dest / "run"
+        assert not (dest / kg.EXECUTED_NOTEBOOK).exists() and (dest / f"{slug}.log").is_file()
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["finished"] is True and metrics["epochs_run"] == 1 and metrics["params"]["alpha"] == alpha
+        assert metrics["params"]["time_budget_hours"] is None and (run / "model.keras").is_file()
+        assert metrics["dataset"]["root"].startswith("/") and "/datasets/xhlulu/140k-real-and-fake-faces" in \
+            metrics["dataset"]["root"]
+        assert "2 replica(s)" in (dest / f"{slug}.log").read_text()
+        assert json.loads((dest / kg.BUILD_RECORD).read_text())["slug"] == slug
+        pngs = sorted(run.glob("*.png"))
+        assert {p.name for p in pngs} == {"training_curves.png", "confusion_matrix.png"}
+        report = (dest / f"{slug}.html").read_text()
+        assert report == (run / "train.html").read_text() and count_images(report) == len(pngs)
+        assert "LeakyReLU" in report and "Traceback" not in report
+
+    import nbconvert
+
+    dest = results / "faces-analysis"
+    log = (dest / "faces-analysis.log").read_text()
+    assert f"(nbconvert {nbconvert.__version__})" in log  # the kernel's own renderer made the report, no fallback
+    analysis = dest / "analysis"
+    record = json.loads((analysis / "analysis.json").read_text())
+    assert record["params"]["run_dirs"] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2"]
+    assert sorted(row["alpha"] for row in record["alpha_table"]) == [0.0, 0.2]
+    assert record["alpha_comparison"]["paired"] is not None
+    report = (dest / "faces-analysis.html").read_text()
+    assert report == (analysis / "analyze.html").read_text()
+    assert count_images(report) == len(list(analysis.rglob("*.png"))) > 0
+    assert "paired" in report.lower() and "Traceback" not in report
     assert SECRET not in out + err + report
+
+
+def test_explore_comes_back_with_its_own_report(stand_in, tmp_path, capsys):
+    """explore.ipynb pushed on the attached dataset: the audit's counts, warnings and probes are in the report that
+    comes back, not a page of figures made after the fact."""
+    results = tmp_path / "results"
+    code, out, err = run_cli(["push", str(REPO_ROOT / "notebooks" / "explore.ipynb"), "-p", "max_images", "6",
+                              "-p", "output_dir", "explore", "--pull", "--poll", "0.2", "--poll-max", "1",
+                              "--build-dir", str(tmp_path / "b"), "--results-dir", str(results)], capsys)
+    assert code == 0, err + out[-3000:]
+    slug = stand_in.method_calls("SaveKernel")[0]["body"]["slug"].split("/")[1]
+    dest = results / slug
+    audit = json.loads((dest / "explore" / "audit.json").read_text())
+    report = (dest / f"{slug}.html").read_text()
+    assert report == (dest / "explore" / "explore.html").read_text()
+    assert "140k-real-and-fake-faces" in report and "Made by `python -m tools.kaggle`" not in report
+    assert "balanced accuracy" in report.lower() or "probe" in report.lower()
+    for warning in audit["warnings"]:
+        assert warning.split(":")[0] in report
+    assert count_images(report) == len(list((dest / "explore").glob("*.png"))) > 0
 
 
 def test_error_run_is_reported_from_the_log_and_its_files(stand_in, tmp_path, capsys):
@@ -372,8 +436,11 @@ def test_error_run_is_reported_from_the_log_and_its_files(stand_in, tmp_path, ca
     assert "COMPLETE" in (dest / f"{ref.split('/')[1]}.html").read_text()
 
 
-def test_resume_from_attaches_the_previous_output(stand_in, tmp_path, capsys):
-    """push --resume-from SLUG attaches that kernel's output as a kernel source: it appears under /kaggle/input."""
+@pytest.mark.parametrize("layout, mount", [("2026", "notebooks/tester/tiny-run"), ("legacy", "tiny-run")])
+def test_resume_from_attaches_the_previous_output(stand_in, tmp_path, capsys, layout, mount):
+    """push --resume-from SLUG attaches that kernel's output as a kernel source: it appears under /kaggle/input,
+    at notebooks/<owner>/<slug>/ as Kaggle mounts it since 2026 and at <slug>/ as before."""
+    stand_in.layout = layout
     notebook = make_notebook(tmp_path / "train.ipynb")
     common = ["--poll", "0.2", "--poll-max", "1", "--build-dir", str(tmp_path / "b"), "--results-dir",
               str(tmp_path / "results")]
@@ -384,7 +451,7 @@ def test_resume_from_attaches_the_previous_output(stand_in, tmp_path, capsys):
     pushes = stand_in.method_calls("SaveKernel")
     assert pushes[1]["body"]["kernelDataSources"] == ["tester/tiny-run"]
     seen = json.loads((tmp_path / "results" / "tiny-run" / "results" / "run" / "inputs.json").read_text())["files"]
-    assert "tiny-run/results/run/metrics.json" in seen and "tiny-run/kaggle-build.json" in seen
+    assert f"{mount}/results/run/metrics.json" in seen and f"{mount}/kaggle-build.json" in seen
 
 
 def test_sweep_under_the_session_limit(stand_in, tmp_path, capsys):
@@ -430,6 +497,59 @@ def test_sweep_stops_at_the_quota_and_continues_later(stand_in, tmp_path, capsys
         "tester/train-alpha-0-1"
     assert len(stand_in.kernels["tester/train-alpha-0"]) == 1  # not pushed again
     assert (tmp_path / "results" / "train-alpha-0-1" / "train-alpha-0-1.html").is_file()
+
+
+def test_gpu_kernel_without_a_gpu_stops_at_once(stand_in, tmp_path, capsys):
+    """An account Kaggle gives no GPU (not phone-verified): the kernel pushed for T4 x2 stops in its first cell with
+    what to check, within a minute and before any data is read; pushed with --cpu on purpose, it runs."""
+    import time
+
+    stand_in.gpu_granted = False
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    common = ["--pull", "--poll", "0.2", "--poll-max", "1", "--build-dir", str(tmp_path / "b"), "--results-dir",
+              str(tmp_path / "results")]
+    started = time.monotonic()
+    code, out, err = run_cli(["push", str(notebook), "--slug", "gpu-asked", *common], capsys)
+    assert code == kg.EXIT_RUN_FAILED, err
+    assert time.monotonic() - started < 60
+    assert "phone" in err and "GPU" in err
+    dest = tmp_path / "results" / "gpu-asked"
+    assert not (dest / "results").exists()  # the notebook's own cells never ran
+    assert "phone" in (dest / "gpu-asked.html").read_text()
+    code, out, err = run_cli(["push", str(notebook), "--slug", "cpu-meant", "--cpu", *common], capsys)
+    assert code == 0, err
+    sent = stand_in.method_calls("SaveKernel")[-1]["body"]
+    assert sent["enableGpu"] is False and not sent.get("machineShape")
+    assert json.loads((tmp_path / "results" / "cpu-meant" / "results" / "run" / "metrics.json").read_text())["finished"]
+
+
+def test_sweep_says_its_gpu_hours_and_refuses_more_than_the_quota(stand_in, tmp_path, capsys):
+    """Before pushing, the sweep sets the GPU hours it expects beside `kaggle quota`'s answer; more than is left this
+    week is refused unless --ignore-quota."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    stand_in.gpu_hours_used = 20.0
+    argv = ["sweep", str(notebook), "--alphas", "0", "0.2", "--poll", "0.2", "--poll-max", "0.5",
+            "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    code, out, err = run_cli(argv, capsys)
+    assert code == kg.EXIT_ERROR and not stand_in.method_calls("SaveKernel")
+    assert "expects about 18.0 GPU hours for 2 run(s)" in out and "left this week: 10.0 of 30 h" in out
+    assert "--ignore-quota" in err and "Traceback" not in err
+    code, out, err = run_cli([*argv, "--ignore-quota"], capsys)
+    assert code == 0, err
+    assert len(stand_in.method_calls("SaveKernel")) == 2
+
+
+def test_expected_gpu_hours_from_a_measured_epoch(tmp_path):
+    """A pulled run's own epoch time sets the estimate; without one, a session per run (or the time budget)."""
+    run = tmp_path / "train-alpha-0" / "train"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"training_seconds": 3600.0, "epochs_run": 10}))
+    seconds = kg.measured_epoch_seconds(tmp_path, ["train-alpha-0", "train-alpha-0-2"])
+    assert seconds == 360.0
+    hours, how = kg.expected_gpu_hours({"epochs": 100}, 2, seconds)
+    assert hours == pytest.approx(2 * (10.0 + 0.5)) and "360 s per epoch" in how
+    assert kg.expected_gpu_hours({"epochs": 100, "time_budget_hours": 4}, 3, None)[0] == pytest.approx(13.5)
+    assert kg.expected_gpu_hours({}, 2, None)[0] == pytest.approx(2 * kg.KAGGLE_SESSION_HOURS)
 
 
 def test_status_cancelled_and_running(stand_in, capsys):
@@ -494,6 +614,51 @@ def test_missing_cli_is_one_message(creds, tmp_path, monkeypatch, capsys):
     assert kg.main(["push", str(notebook), "--build-dir", str(tmp_path / "build")]) == kg.EXIT_ERROR
     err = capsys.readouterr().err
     assert "Kaggle CLI" in err and "pip install" in err and "Traceback" not in err
+
+
+def fake_cli(root: Path, version: str, init: str = "") -> Path:
+    """A site folder holding a `kaggle` distribution of `version` (metadata and package) whose import runs `init`."""
+    (root / "kaggle").mkdir(parents=True)
+    (root / "kaggle" / "__init__.py").write_text(f"__version__ = {version!r}\n{init}")
+    (root / f"kaggle-{version}.dist-info").mkdir()
+    (root / f"kaggle-{version}.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: kaggle\n"
+                                                                   f"Version: {version}\n")
+    return root
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.3"])
+def test_old_cli_is_one_message(creds, tmp_path, version):
+    """A .venv holding an older CLI (2.0.x pulls 20 files at most and follows the latest run; 2.2.3 exits on import
+    without credentials): one message naming the version found and the install line; nothing built or pushed."""
+    site = fake_cli(tmp_path / "site", version, "raise SystemExit(1)  # as kaggle <= 2.2.3 without credentials\n")
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-m", "tools.kaggle", "push", str(notebook), "--build-dir",
+                           str(tmp_path / "build")], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == kg.EXIT_ERROR
+    assert f"kaggle {version} is installed; this tool needs kaggle >= {kg.MIN_CLI}" in done.stderr
+    assert f"pip install 'kaggle>={kg.MIN_CLI}'" in done.stderr and "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "build").exists()
+
+
+def test_cli_exiting_on_import_gives_the_credentials_help(isolated, tmp_path, monkeypatch, capsys):
+    """An import of `kaggle` that calls exit(1) (no credentials) becomes the credentials help, not a silent exit 1."""
+    site = fake_cli(tmp_path / "site", "2.2.5", "raise SystemExit(1)\n")
+    monkeypatch.syspath_prepend(str(site))
+    for name in [m for m in sys.modules if m == "kaggle" or m.startswith("kaggle.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(kg, "installed_cli_version", lambda: "2.2.5")
+    with pytest.raises(kg.KaggleError, match="no Kaggle credentials found") as info:
+        kg.load_cli()
+    assert "kaggle.json" in str(info.value)
+
+
+def test_cli_versions_compare_in_full():
+    """2.2.10 is newer than 2.2.5 and 2.2.5rc1 is not older than 2.2.4 (a string or major-only check gets both wrong)."""
+    assert kg.cli_version("2.2.10") > kg.MIN_CLI_VERSION > kg.cli_version("2.2.4")
+    assert kg.cli_version("2.2.5rc1") == (2, 2, 5) and kg.cli_version("3") > kg.MIN_CLI_VERSION
+    assert kg.cli_version("dev") == ()
 
 
 def test_run_error_reads_plain_logs():

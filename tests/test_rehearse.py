@@ -2,8 +2,9 @@
 
 Two rehearsals of params/kaggle-t4x2.yaml with a few images per class share the module: one whose time budget ends
 it after its first of two epochs, then one that attaches that output (read-only, as a kernel source) and finishes
-it under the same MirroredStrategy over two logical CPU devices with mixed_float16. Their model is then evaluated
-and explained here. Bad values must fail in the rehearsal with the notebook's own message.
+it under the same MirroredStrategy over two logical CPU devices with mixed_float16. The split sizes are odd, so
+batches do not split evenly over the replicas. Their model is then evaluated and explained here. Bad values must
+fail in the rehearsal with the notebook's own message.
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from utils.report import count_images
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
 STUDY_PARAMS = REPO_ROOT / "params" / "kaggle-t4x2.yaml"
-# 2 epochs of 4 images per class at 32 px, 2 per replica: a global batch of 4 and a learning rate of 2 x 0.001.
-SMALL = ["-p", "epochs", "2", "-p", "image_size", "32", "-p", "batch_size", "2", "-p", "max_images", "4"]
+# 2 epochs of 6 images per class at 32 px, 2 per replica: a global batch of 4 and a learning rate of 2 x 0.001.
+# The training split's 9 images end in a batch of 1 (a replica without an image) and the validation split's 3 in one
+# that splits 2/1: both failed on two replicas before (issue 18).
+MAX_IMAGES = 6
+SMALL = ["-p", "epochs", "2", "-p", "image_size", "32", "-p", "batch_size", "2", "-p", "max_images", str(MAX_IMAGES)]
 RUN_FOLDER = "train"  # output_dir in kaggle-t4x2.yaml: /kaggle/working/train
 
 
@@ -70,6 +74,9 @@ def test_time_budget_stops_after_the_last_epoch_that_fits(rehearsals):
     assert metrics["finished"] is False and metrics["epochs_run"] == 1 and "time budget" in metrics["stopped"]
     assert metrics["environment"]["precision"] == "mixed_float16"
     assert metrics["params"]["time_budget_hours"] == 0.000001 and "test" in metrics
+    counts = {split: sum(per_class.values()) for split, per_class in metrics["dataset"]["counts"].items()}
+    assert counts == {"train": 9, "val": 3, "test": 6}  # the odd sizes this module is about
+    assert metrics["val"]["n"] == 3 and metrics["test"]["n"] == 6  # every held-out image evaluated
     assert (run / "backup").is_dir() and (run / "model.keras").is_file()
     assert not (output / kg.EXECUTED_NOTEBOOK).exists()  # gone when the run ended, as on Kaggle
     assert json.loads((output / kg.BUILD_RECORD).read_text())["slug"] == "rehearsal-budget"
@@ -83,7 +90,10 @@ def test_resume_from_the_attached_output_finishes_under_the_strategy(rehearsals)
     assert code == 0, log[-3000:]
     assert "continuing the run attached at" in log and "resuming from" in log
     assert "MirroredStrategy with 2 replica(s) | precision: mixed_float16" in log
-    attached = rehearsals["sim"] / "rehearsal-resume" / "input" / "rehearsal-budget" / RUN_FOLDER / "params.json"
+    build = json.loads((output / kg.BUILD_RECORD).read_text())
+    assert build["accelerator"] == "gpu" and build["resume_from"] == f"{kg.REHEARSAL_OWNER}/rehearsal-budget"
+    mount = kg.input_mount("kernel", build["resume_from"])  # notebooks/<owner>/<slug>, as Kaggle mounts it in 2026
+    attached = rehearsals["sim"] / "rehearsal-resume" / "input" / mount / RUN_FOLDER / "params.json"
     assert attached.is_file() and attached.stat().st_mode & 0o222 == 0  # mounted read-only
     run = output / RUN_FOLDER
     metrics = json.loads((run / "metrics.json").read_text())
@@ -105,15 +115,17 @@ def test_mixed_float16_model_evaluates_and_explains(rehearsals):
 
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")  # as in the notebook, whose evaluation loads it so
+    saved = rehearsals["resumed"][1] / RUN_FOLDER / "model.keras"
     try:
-        model = load_model(rehearsals["resumed"][1] / RUN_FOLDER / "model.keras")
+        model = load_model(saved)  # for inference: uncompiled
+        trained = keras.saving.load_model(saved)  # with the optimizer it trained with
     finally:
         keras.mixed_precision.set_global_policy(before)
     policies = {layer.dtype_policy.name for layer in model.layers if layer.name.endswith("_conv")}
     assert policies == {"mixed_float16"}
-    assert model.output.dtype == "float32"
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.002)
-    index = data.index_dataset(str(rehearsals["data"]), val_split=0.25, seed=42, max_images=4)
+    assert model.output.dtype == "float32" and model.optimizer is None
+    assert float(trained.optimizer.learning_rate) == pytest.approx(0.002)
+    index = data.index_dataset(str(rehearsals["data"]), val_split=0.25, seed=42, max_images=MAX_IMAGES)
     y_true, p_fake = evaluation.collect_predictions(model, data.make_dataset(index.test, 32, 4, training=False))
     assert p_fake.dtype == np.float32 and np.all((p_fake >= 0) & (p_fake <= 1)) and len(y_true) == len(index.test)
     assert 0 <= evaluation.binary_metrics(y_true, p_fake)["accuracy"] <= 1
@@ -171,11 +183,14 @@ def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
     from utils import training
 
     working, inputs = tmp_path / "working", tmp_path / "input"
-    old = inputs / "notebooks" / "train-old" / "train"  # a deeper mount is found too
+    old = inputs / "notebooks" / "me" / "train-old" / "versions" / "2" / "train"  # the 2026 mount, newest version
     (old / "backup").mkdir(parents=True)
     (old / "params.json").write_text('{"alpha": 0.2}')
     (old / "backup" / "training_metadata.json").write_text('{"epoch": 0}')
-    finished = inputs / "train-finished" / "train"
+    stale = inputs / "notebooks" / "me" / "train-old" / "versions" / "1" / "train"  # an older version: not taken
+    (stale / "backup").mkdir(parents=True)
+    (stale / "params.json").write_text("{}")
+    finished = inputs / "train-finished" / "train"  # the older layout, <slug>/: found, but has no backup
     finished.mkdir(parents=True)
     (finished / "params.json").write_text("{}")
     (inputs / "faces" / "real_vs_fake").mkdir(parents=True)  # a dataset beside them is not taken for a run
@@ -188,6 +203,7 @@ def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
     assert training.attached_run(working / "train") == old
     assert training.attached_run(working / "other") is None
+    assert training.attached_run(tmp_path / "elsewhere" / "train") is None  # outside the working folder
     out = training.claim_output_dir(working / "train", {"alpha": 0.2})
     copied = out / "backup" / "training_metadata.json"
     assert copied.read_text() == '{"epoch": 0}' and copied.stat().st_mode & 0o200

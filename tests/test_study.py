@@ -115,6 +115,8 @@ def test_same_seed_twice_counts_once_and_mixed_alphas_are_refused(tmp_path):
         study.load_analyses([tmp_path / "nowhere"])
 
 
+@pytest.mark.slow
+@pytest.mark.kaggle_versions
 def test_robustness_notebook_report(analyses, tmp_path):
     from tools.notebook import run_notebook
 

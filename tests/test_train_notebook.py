@@ -1,4 +1,8 @@
-"""One papermill run of notebooks/train.ipynb with tiny parameters: what it writes and what metrics.json says."""
+"""One papermill run of notebooks/train.ipynb with tiny parameters: what it writes and what metrics.json says.
+
+The tests reading the tiny run (conftest.tiny_run) are slow and run again under Kaggle's pinned versions
+(kaggle_versions): the train notebook end to end once there. The two-source run's (multi_run) run once, here.
+"""
 
 import json
 
@@ -7,6 +11,7 @@ import pytest
 from conftest import MULTI_DEGRADATIONS, REPO_ROOT, TINY_TRAIN_PARAMS, assert_report_shows_figures
 
 
+@pytest.mark.kaggle_versions
 def test_run_writes_report_and_artifacts(tiny_run):
     for name in ("metrics.json", "history.csv", "model.keras", "training_curves.png", "confusion_matrix.png",
                  "train.ipynb", "train.html", "params.json"):
@@ -21,6 +26,7 @@ def test_run_writes_report_and_artifacts(tiny_run):
     assert "train-time degradations are off" in html and not (tiny_run / "degradation_examples.png").exists()
 
 
+@pytest.mark.kaggle_versions
 def test_metrics_json_content(tiny_metrics, tiny_dataset):
     m = tiny_metrics
     assert m["epochs_run"] == TINY_TRAIN_PARAMS["epochs"]
@@ -43,6 +49,7 @@ def test_metrics_json_content(tiny_metrics, tiny_dataset):
     assert env["tensorflow"] and env["keras"].startswith("3.") and env["python"] and env["accelerator"].startswith("CPU")
 
 
+@pytest.mark.kaggle_versions
 def test_history_has_one_row_per_epoch(tiny_run):
     from utils.training import read_history
 
@@ -51,6 +58,7 @@ def test_history_has_one_row_per_epoch(tiny_run):
     assert {"accuracy", "loss", "val_accuracy", "val_loss", "images_per_second"} <= set(history.columns)
 
 
+@pytest.mark.kaggle_versions
 def test_rerun_with_other_parameters_is_refused(tiny_run, tiny_dataset):
     """A finished run folder is never overwritten by a run with other parameters."""
     from papermill.exceptions import PapermillExecutionError
@@ -121,6 +129,7 @@ def test_two_sources_are_counted_and_scored_per_source(multi_run, tiny_dataset, 
     assert "Per source" in html and "plain-faces" in html
 
 
+@pytest.mark.kaggle_versions
 def test_single_source_run_has_no_per_source_entries(tiny_run, tiny_metrics):
     assert "sources" not in tiny_metrics["dataset"] and "by_source" not in tiny_metrics
     assert "one source (140k-real-and-fake-faces)" in (tiny_run / "train.html").read_text()

@@ -1,5 +1,6 @@
 """Training: parameter checks, resume after an interruption, best checkpoint, run folder protection."""
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from utils import training
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"alpha": 0.2, "epochs": 3, "batch_size": 8, "image_size": 64, "val_split": 0.25, "seed": 0,
         "learning_rate": 0.001, "data_dir": None, "max_images": None, "flip": "horizontal", "rotation": 0.1,
         "zoom": 0.1, "contrast": 0.1, "weights": None, "bn_momentum": 0.99, "early_stopping": 0,
@@ -185,3 +187,203 @@ def test_summarize_history():
     summary = training.summarize_history(history)
     assert summary["epochs_run"] == 3 and summary["final"]["val_accuracy"] == 0.9
     assert summary["best"]["epoch"] == 2 and summary["best"]["val_accuracy"] == 0.92
+
+
+# ---------------------------------------------------------------------------------------------- resuming on Kaggle
+
+
+def _kaggle_run_folder(monkeypatch, tmp_path, record: dict | None):
+    """A simulated /kaggle with a build record (None: no record) and the run folder working/train."""
+    inputs, working = tmp_path / "input", tmp_path / "working"
+    inputs.mkdir(parents=True)
+    working.mkdir(parents=True)
+    for name, value in {"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KAGGLE_INPUT_ROOT": str(inputs),
+                        "KAGGLE_WORKING_ROOT": str(working)}.items():
+        monkeypatch.setenv(name, value)
+    if record is not None:
+        (working / "kaggle-build.json").write_text(json.dumps(record))
+    return inputs, working / "train"
+
+
+def test_a_resume_that_finds_no_attached_run_stops_before_any_data(monkeypatch, tmp_path):
+    """push --resume-from me/train-a, and its output is attached without this run folder: stop, name the ref, the
+    folder looked for and what is attached."""
+    inputs, out = _kaggle_run_folder(monkeypatch, tmp_path, {"slug": "train-b", "resume_from": "me/train-a"})
+    (inputs / "datasets/xhlulu/140k-real-and-fake-faces/real_vs_fake").mkdir(parents=True)
+    (inputs / "notebooks/me/train-a/other-run").mkdir(parents=True)
+    (inputs / "notebooks/me/train-a/other-run/params.json").write_text("{}")
+    with pytest.raises(training.ResumeNotFoundError) as error:
+        training.claim_output_dir(out, GOOD)
+    message = str(error.value)
+    assert "--resume-from me/train-a" in message and "run folder train/ (with params.json)" in message
+    assert "notebooks/me/train-a/[versions/<N>/]train/ and train-a/train/" in message
+    assert "notebooks/me/train-a/: other-run/" in message and "datasets/xhlulu/140k-real-and-fake-faces/" in message
+    assert not (out / "params.json").exists()  # nothing claimed
+
+
+def test_a_resume_continues_the_attached_run_in_either_layout(monkeypatch, tmp_path):
+    """The run folder attached at notebooks/<owner>/<slug>/versions/<N>/ (2026) is copied; so is <slug>/ (older)."""
+    inputs, out = _kaggle_run_folder(monkeypatch, tmp_path, {"resume_from": "me/train-a/3"})
+    attached = inputs / "notebooks/me/train-a/versions/3/train"
+    (attached / "backup").mkdir(parents=True)
+    (attached / "params.json").write_text(json.dumps(GOOD))
+    (attached / "backup" / "training_metadata.json").write_text('{"epoch": 0}')
+    training.claim_output_dir(out, GOOD)
+    assert (out / "backup" / "training_metadata.json").read_text() == '{"epoch": 0}'
+
+    inputs, out = _kaggle_run_folder(monkeypatch, tmp_path / "legacy", {"resume_from": "train-a"})
+    (inputs / "train-a/train").mkdir(parents=True)
+    (inputs / "train-a/train/params.json").write_text(json.dumps(GOOD))
+    (inputs / "train-a/train/model.keras").write_bytes(b"a finished run")
+    training.claim_output_dir(out, GOOD)
+    assert (out / "model.keras").read_bytes() == b"a finished run"
+
+
+def test_no_resume_asked_or_a_run_of_its_own_needs_nothing_attached(monkeypatch, tmp_path):
+    _, out = _kaggle_run_folder(monkeypatch, tmp_path, {"resume_from": None})
+    training.claim_output_dir(out, GOOD)  # a fresh run
+    assert json.loads((out / "params.json").read_text()) == GOOD
+    _, out = _kaggle_run_folder(monkeypatch, tmp_path / "own", {"resume_from": "me/train-a"})
+    (out / "backup").mkdir(parents=True)  # this session's own interrupted run (a rerun in the same session)
+    training.claim_output_dir(out, GOOD)
+    _, out = _kaggle_run_folder(monkeypatch, tmp_path / "outside", {"resume_from": "me/train-a"})
+    with pytest.raises(training.ResumeNotFoundError, match="lies outside the working folder"):
+        training.claim_output_dir(tmp_path / "elsewhere", GOOD)
+
+
+@pytest.mark.parametrize("mount", ["datasets/me/resnet50-notop/versions/3", "datasets/me/resnet50-notop",
+                                   "resnet50-notop"])
+def test_weights_file_in_an_attached_dataset_of_either_layout(tmp_path, mount):
+    """weights may name a file under an attached dataset: /kaggle/input/datasets/<owner>/<slug>/[versions/<N>/]
+    since 2026, /kaggle/input/<slug>/ before; any existing file passes, whatever the layout."""
+    path = tmp_path / "input" / mount / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"weights")
+    assert training.validate_params({**GOOD, "weights": str(path)})["weights"] == str(path)
+    with pytest.raises(ValueError, match="parameter weights=.* is invalid"):
+        training.validate_params({**GOOD, "weights": str(path.with_name("missing.h5"))})
+
+
+# ---------------------------------------------------------------------------------------------- two replicas
+
+
+def test_validation_logs_are_keras_loss_and_accuracy_per_image():
+    """The mean cross-entropy and accuracy Keras reports for a softmax (from its logits, so unclipped), each image
+    once; a probability that underflowed to 0 stays finite."""
+    logits = np.array([[2.0, -1.0], [0.5, 0.25], [-3.0, 4.0], [1.0, 1.5], [0.0, 30.0]], dtype=np.float32)
+    labels = np.array([0, 1, 1, 0, 0])
+    outputs = np.asarray(keras.ops.softmax(logits), dtype=np.float32)
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    logs = training.validation_logs(labels, outputs)
+    assert logs["val_loss"] == pytest.approx(float(expected), rel=1e-5)  # image 5: p = 9e-14, below Keras' clip
+    assert logs["val_accuracy"] == pytest.approx(2 / 5)
+    assert np.isfinite(training.validation_logs([0], [[0.0, 1.0]])["val_loss"])
+    with pytest.raises(ValueError, match=r"labels \[N\] and softmax outputs \[N, 2\]"):
+        training.validation_logs([], np.zeros((0, 2)))
+
+
+def test_two_replicas_train_validate_and_predict_every_split_size(tmp_path):
+    """Under the rehearsal's MirroredStrategy over 2 logical CPUs with mixed_float16 (a fresh process: the devices
+    are split before TensorFlow starts), a tiny model trains on 15 images in one batch (8/7 unfixed), validates on
+    5 as Keras evaluates its checkpoint on one device, and predicts odd counts exactly, one batch of them leaving a
+    replica without an image (unfixed), through every prediction path: evaluation, predict_files and Grad-CAM."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["replicas"] == 2 and record["policy"] == "mixed_float16"
+    fit = record["fit"]
+    assert fit["epochs"] == [0, 1] and "epoch 2/2" in done.stdout
+    # Every one of the 5 images counted, by the model that was checkpointed (Keras' own result on one device).
+    best = int(np.argmin(fit["val_loss"]))
+    assert fit["val_loss"][best] == pytest.approx(fit["checkpoint_val_loss"], rel=1e-4)
+    assert fit["val_accuracy"][best] == pytest.approx(fit["checkpoint_val_accuracy"])
+    assert fit["moving_statistics_agree"]  # the replicas' batch-norm statistics averaged, not drifting apart
+    assert fit["steps"] == 2  # 2 epochs of 1 step: 15 images and one repeated, 8 per replica
+    for n, result in record["sizes"].items():
+        assert result["count"] == int(n) and result["labels_in_order"], (n, result)
+        assert max(result["collect"], result["proba"], result["proba_dataset"]) < 1e-3, (n, result)
+    assert record["predict_files"] == {"rows": 3, "unreadable": 0, "max_difference": pytest.approx(0, abs=1e-3)}
+    assert record["grad_cam"] == [3, 16, 16]
+
+
+def _two_replica_check(out: Path) -> None:
+    """The body of the test above, run as a script in a fresh process; writes what it measured to record.json."""
+    import os
+
+    from PIL import Image
+
+    from utils.runtime import REHEARSAL_REPLICAS_ENV, set_quiet_log_env
+
+    os.environ[REHEARSAL_REPLICAS_ENV] = "2"
+    set_quiet_log_env()
+    import tensorflow as tf
+
+    from utils import evaluation, explanation, predict
+
+    strategy = training.setup_accelerator(0)
+
+    def build() -> keras.Model:
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.RandomFlip("horizontal")(inputs)  # augmentation and batch norm, as in the study's model
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, name="features")(x))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Activation("relu")(x))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", dtype="float32")(x))
+
+    with strategy.scope():
+        model = training.compile_model(build(), 0.01)
+    single = training.compile_model(build(), 0.01)  # one device, Keras' own loops: the reference
+    rng = np.random.default_rng(0)
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.uniform(0, 255, (n, 16, 16, 3)).astype("float32"), (np.arange(n) % 2).astype("int32")
+
+    def batches(x: np.ndarray, y: np.ndarray, size: int) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(size)
+
+    record: dict = {"replicas": strategy.num_replicas_in_sync, "policy": keras.mixed_precision.global_policy().name}
+    (x, y), (xv, yv) = images(15), images(5)
+    history = training.fit(model, batches(x, y, 16), batches(xv, yv, 16), 2, out / "run", train_images=15)
+    checkpoint = keras.models.load_model(out / "run" / "model.keras")  # the epoch of the lowest val_loss
+    loss, accuracy = checkpoint.evaluate(batches(xv, yv, 16), verbose=0)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    copies = strategy.experimental_local_results(norms[0].moving_variance.value)
+    record["fit"] = {"epochs": history["epoch"].tolist(), "val_loss": history["val_loss"].tolist(),
+                     "val_accuracy": history["val_accuracy"].tolist(), "checkpoint_val_loss": loss,
+                     "checkpoint_val_accuracy": accuracy, "steps": int(model.optimizer.iterations.numpy()),
+                     "moving_statistics_agree": bool(np.array_equal(*[np.asarray(c) for c in copies]))}
+    single.set_weights(model.get_weights())
+    record["sizes"] = {}
+    for n in (1, 3, 5, 17):  # batches of 4: 17 ends in a batch of 1, which leaves one replica without an image
+        x, y = images(n)
+        reference = single.predict(x, batch_size=4, verbose=0)[:, 1]
+        labels, p_fake = evaluation.collect_predictions(model, batches(x, y, 4))
+        record["sizes"][n] = {
+            "count": len(p_fake), "labels_in_order": bool(np.array_equal(labels, y)),
+            "collect": float(np.abs(p_fake - reference).max()),
+            "proba": float(np.abs(evaluation.predict_proba(model, x, batch_size=4) - reference).max()),
+            "proba_dataset": float(np.abs(evaluation.predict_proba(model, batches(x, y, 4)) - reference).max())}
+    paths = []
+    for i, image in enumerate(images(3)[0]):
+        paths.append(str(out / f"face-{i}.png"))
+        Image.fromarray(image.astype(np.uint8)).save(paths[-1])
+    rows, unreadable = predict.predict_files(model, paths, batch_size=2)
+    from utils.data import load_images
+
+    reference = single.predict(load_images(paths, 16), verbose=0)[:, 1]
+    record["predict_files"] = {"rows": len(rows), "unreadable": len(unreadable),
+                               "max_difference": float(np.abs([r["p_fake"] for r in rows] - reference).max())}
+    record["grad_cam"] = list(explanation.grad_cam(model, images(3)[0], layer_name="features").shape)
+    (out / "record.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _two_replica_check(Path(sys.argv[1]))

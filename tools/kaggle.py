@@ -1,8 +1,10 @@
-"""Kaggle from a laptop: the push / status / pull / sweep pipeline over the Kaggle CLI (kaggle>=2), and a rehearsal.
+"""Kaggle from a laptop: push / status / pull / sweep / analyze over the Kaggle CLI (kaggle>=2.2.5), and a rehearsal.
 
     python -m tools.kaggle push NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--slug SLUG] [--resume-from SLUG]
-                                [--internet] [--wait] [--pull]
-    python -m tools.kaggle sweep NOTEBOOK --alphas 0 0.01 0.1 0.2 0.3 [--slug PREFIX] [--sessions 2] [push options]
+                                [--internet] [--cpu] [--wait] [--pull]
+    python -m tools.kaggle sweep NOTEBOOK --alphas 0 0.01 0.1 0.2 0.3 [--slug PREFIX] [--sessions 2] [--analyze]
+                                 [-a NAME VALUE ...] [--ignore-quota] [push options]
+    python -m tools.kaggle analyze KERNEL [KERNEL ...] [-f PARAMS.yaml] [-p NAME VALUE ...] [--wait] [--pull]
     python -m tools.kaggle status SLUG[/VERSION] [--wait]
     python -m tools.kaggle pull SLUG[/VERSION]
     python -m tools.kaggle rehearse NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--data FOLDER] [--resume-from DIR]
@@ -30,8 +32,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from tools.notebook import ANALYZE_NOTEBOOK
 from utils.report import render_html
-from utils.runtime import EXECUTED_NOTEBOOK, KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, REPO_ROOT, write_atomic
+from utils.runtime import (
+    BUILD_RECORD,
+    EVALUATION_RESERVE_HOURS,
+    EXECUTED_NOTEBOOK,
+    KAGGLE_SESSION_HOURS,
+    REHEARSAL_REPLICAS_ENV,
+    REPO_ROOT,
+    write_atomic,
+)
 
 ROOT_METADATA = REPO_ROOT / "kernel-metadata.json"
 BUILD_ROOT = REPO_ROOT / "build" / "kaggle"
@@ -39,7 +50,6 @@ RESULTS_ROOT = REPO_ROOT / "results"
 UTILS_DIR = REPO_ROOT / "utils"
 
 METADATA_FILE = "kernel-metadata.json"
-BUILD_RECORD = "kaggle-build.json"  # written by the generated cell into /kaggle/working: commit and params of the run
 UTILS_CELL_TAG = "kaggle-utils"
 MACHINE_SHAPE_T4X2 = "NvidiaTeslaT4"  # "GPU T4 x2"; enable_gpu alone asked for the retired P100
 # Keras' ResNet50 no-top weights (keras/src/applications/resnet.py), what weights="imagenet" downloads.
@@ -73,15 +83,21 @@ SESSION_LIMIT_RE = re.compile(r"session count", re.I)
 QUOTA_RE = re.compile(r"\bquota\b", re.I)
 TRACEBACK_LINES = 60  # of a failed run's log, in its report
 REPORT_SKIPPED_KEYS = ("environment", "confusion_matrix")  # in a built report's run record table
+ANALYZE_PARAMS = REPO_ROOT / "params" / "analyze-kaggle.yaml"  # the analysis preset of `analyze` and `sweep --analyze`
 REHEARSAL_ROOT = REPO_ROOT / "build" / "kaggle-rehearsal"
 REHEARSAL_OWNER = "rehearsal"  # the kernel id's owner in a rehearsal's build (nothing is pushed)
 REHEARSAL_REPLICAS = 2  # the two T4s of "GPU T4 x2", as logical CPU devices
-REHEARSAL_DATASET = "140k-real-and-fake-faces"  # the folder the attached dataset appears in under /kaggle/input
 DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: every download fails at once, as with the internet off
 MIN_SECRET_LENGTH = 8  # shorter "secrets" would match ordinary text
 
-CLI_MISSING = ("the Kaggle CLI (Python package `kaggle` >= 2, with `kagglesdk`) is not installed in this "
-               "environment: run `.venv/bin/pip install 'kaggle>=2.0'` (see requirements.txt)")
+# Older CLIs fail silently where this tool relies on them: before 2.2.5 `status` and `output` ignore an
+# OWNER/SLUG/VERSION reference (they answer for the latest version), before 2.2.2 `kernels_output` fetches one page
+# of 20 files (a pull silently incomplete), and up to 2.2.3 `import kaggle` without credentials calls exit(1).
+MIN_CLI_VERSION = (2, 2, 5)
+MIN_CLI = ".".join(map(str, MIN_CLI_VERSION))
+CLI_INSTALL = f"run `.venv/bin/pip install 'kaggle>={MIN_CLI}'` (see requirements.txt)"
+CLI_MISSING = (f"the Kaggle CLI (Python package `kaggle` >= {MIN_CLI}, with `kagglesdk`) is not installed in this "
+               f"environment: {CLI_INSTALL}")
 
 
 class KaggleError(RuntimeError):
@@ -173,16 +189,47 @@ def secret_values() -> list[str]:
 # ---------------------------------------------------------------------------------------------- the CLI
 
 
+def cli_version(text: str) -> tuple[int, ...]:
+    """A version string's leading numbers, e.g. '2.2.5rc1' -> (2, 2, 5); () when it has none."""
+    numbers = []
+    for part in str(text).split("."):
+        match = re.match(r"\d+", part)
+        if not match:
+            break
+        numbers.append(int(match.group()))
+        if match.group() != part:
+            break
+    return tuple(numbers)
+
+
+def installed_cli_version() -> str | None:
+    """The installed `kaggle` distribution's version, read without importing it (None when it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kaggle")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def load_cli() -> type:
-    """The installed CLI's KaggleApi class (importing `kaggle` authenticates and prints, so it is silenced)."""
+    """The installed CLI's KaggleApi class, refused below MIN_CLI_VERSION (importing `kaggle` authenticates and
+    prints, so it is silenced; an old one exits when it finds no credentials)."""
+    version = installed_cli_version()
+    if version is not None and cli_version(version) < MIN_CLI_VERSION:
+        raise KaggleError(f"kaggle {version} is installed; this tool needs kaggle >= {MIN_CLI} (older versions follow "
+                          f"the latest run instead of the pushed version and pull 20 files at most): {CLI_INSTALL}")
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             import kaggle
             from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError:
         raise KaggleError(CLI_MISSING) from None
-    if int(str(getattr(kaggle, "__version__", "0")).split(".")[0]) < 2:
-        raise KaggleError(f"{CLI_MISSING}; found kaggle {kaggle.__version__}")
+    except SystemExit:  # kaggle <= 2.2.3 calls exit(1) on import when it finds no credentials
+        raise KaggleError(credentials_help()) from None
+    found = str(getattr(kaggle, "__version__", version or "0"))
+    if cli_version(found) < MIN_CLI_VERSION:
+        raise KaggleError(f"kaggle {found} is importable here; this tool needs kaggle >= {MIN_CLI}: {CLI_INSTALL}")
     return KaggleApi
 
 
@@ -295,22 +342,26 @@ def variant_title(notebook: Path, params_file: str | None, cli_params: list[tupl
 
 
 def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str, private: bool = True,
-                    internet: bool = False, kernel_sources: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A pushed kernel's metadata: the root file's sources and settings, our id/title/code, T4 x2, internet off."""
+                    internet: bool = False, kernel_sources: tuple[str, ...] = (), gpu: bool = True) -> dict[str, Any]:
+    """A pushed kernel's metadata: the root file's sources and settings, our id/title/code, T4 x2 (or, with
+    gpu=False, no accelerator), internet off."""
     meta = {"id": f"{owner}/{slugify(title)}"}
     meta.update({key: value for key, value in root.items() if key not in ("id", "id_no")})
     meta.update({
         "title": title,
         "code_file": code_file,
         "is_private": private,
-        "enable_gpu": True,
+        "enable_gpu": bool(gpu),
         "enable_tpu": False,
         # The CLI defaults internet to on; the run must not depend on it (utils travel inside the notebook).
         "enable_internet": bool(internet),
         "machine_shape": root.get("machine_shape") or MACHINE_SHAPE_T4X2,
-        # An earlier version's output, attached read-only under /kaggle/input: the run continues from its backup.
+        # Earlier kernels' outputs, attached read-only under /kaggle/input: a run to continue from its backup, or
+        # the training runs an analysis compares.
         "kernel_sources": list(dict.fromkeys([*root.get("kernel_sources", []), *kernel_sources])),
     })
+    if not gpu:
+        meta.pop("machine_shape")  # no accelerator: the CLI's default CPU session
     return meta
 
 
@@ -483,12 +534,15 @@ def utils_cell_source(payload: bytes, record: dict[str, Any]) -> str:
         "    del sys.modules[_name]  # a `utils` imported before (e.g. from the image) must not shadow ours",
         "sys.path.insert(0, _utils_root)",
         "os.environ['UTILS_GIT_COMMIT'] = KAGGLE_BUILD['commit']",
-        "from utils.runtime import on_kaggle, working_root  # /kaggle/working, or the rehearsal's simulated one",
+        "from utils.runtime import check_accelerator, on_kaggle, working_root  # /kaggle/working, or a rehearsal's",
         "if on_kaggle() and working_root().is_dir():",
         f"    with open(working_root() / '{BUILD_RECORD}', 'w') as _record:",
         "        json.dump(KAGGLE_BUILD, _record, indent=2)",
         "print(f\"utils from commit {KAGGLE_BUILD['commit']}\""
         " + (f\" with local changes to {KAGGLE_BUILD['changed']}\" if KAGGLE_BUILD['changed'] else ''))",
+        "# Pushed for a GPU but given none (account not phone-verified, accelerator not granted): stop now, before",
+        "# the session spends hours training on the CPU.",
+        "check_accelerator(KAGGLE_BUILD['accelerator'])",
     ])
 
 
@@ -543,7 +597,8 @@ def imagenet_help(internet_flag: str = "--internet") -> str:
             "would fail on that download after the dataset scan, having spent GPU quota. Attach them as a Kaggle "
             f"dataset instead: download {IMAGENET_NOTOP_URL}, upload it as a (private) dataset, add owner/dataset to "
             "dataset_sources in kernel-metadata.json and pass -p weights "
-            f"/kaggle/input/<dataset>/{IMAGENET_NOTOP_FILE} (the path the kernel's input panel shows); "
+            f"/kaggle/input/datasets/<owner>/<dataset>/{IMAGENET_NOTOP_FILE} (where Kaggle mounts it since 2026; "
+            "older kernels saw /kaggle/input/<dataset>/: the kernel's input panel shows the path); "
             f"or switch the kernel's internet on explicitly with {internet_flag}")
 
 
@@ -556,8 +611,12 @@ def check_offline(notebook: Path, params: dict[str, Any], internet: bool) -> Non
 
 def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str, private: bool = True,
                  root_metadata: Path | None = None, build_root: Path | None = None, internet: bool = False,
-                 kernel_sources: tuple[str, ...] = ()) -> Path:
-    """Render build/kaggle/<slug>/: kernel-metadata.json and the notebook with utils and parameters injected."""
+                 kernel_sources: tuple[str, ...] = (), gpu: bool = True, resume_from: str | None = None) -> Path:
+    """Render build/kaggle/<slug>/: kernel-metadata.json and the notebook with utils and parameters injected.
+
+    The kernel's record (KAGGLE_BUILD) says what the push asked for, so the kernel can stop at once when it did not
+    get it: the accelerator ("gpu" or "none"), and the run a resume must find attached (`resume_from`).
+    """
     import nbformat
     import papermill
 
@@ -586,11 +645,13 @@ def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str,
               "its record says so", file=sys.stderr)
     record = {"commit": commit, "changed": changed, "utils_sha256": hashlib.sha256(payload).hexdigest(),
               "notebook": notebook.name, "slug": slug, "params": params,
+              "accelerator": "gpu" if gpu else "none", "resume_from": resume_from,
+              "kernel_sources": [*kernel_sources, *([resume_from] if resume_from else [])],
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     cell = nbformat.v4.new_code_cell(utils_cell_source(payload, record), metadata={"tags": [UTILS_CELL_TAG]})
     nb.cells.insert(0, cell)
     write_atomic(target, nbformat.writes(nb))
-    meta = kernel_metadata(root, owner, title, notebook.name, private, internet, kernel_sources)
+    meta = kernel_metadata(root, owner, title, notebook.name, private, internet, tuple(record["kernel_sources"]), gpu)
     write_atomic(folder / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
     validate_metadata(meta, folder)
     check_no_secret(folder)
@@ -655,8 +716,12 @@ def push_folder(api: Any, folder: Path) -> str:
         raise KaggleError(f"Kaggle refused the push of {ref} (title {meta['title']!r}): {said}")
     for kind, invalid in (("dataset", response.invalid_dataset_sources), ("kernel", response.invalid_kernel_sources)):
         if invalid:
-            raise KaggleError(f"Kaggle pushed {ref} but could not attach {kind} source(s) {list(invalid)}: the run "
-                              f"would miss them (no dataset, or no backup to resume); check {kind}_sources")
+            asked = meta.get(f"{kind}_sources", [])
+            raise KaggleError(f"Kaggle pushed {ref} but attached only {len(asked) - len(invalid)} of its {len(asked)} "
+                              f"{kind} sources; it refused {list(invalid)}, so the run would miss them. Check that "
+                              f"each exists and finished (a kernel source is a kernel's output); if every one does, "
+                              f"Kaggle caps the sources of one notebook below {len(asked)}: attach fewer (e.g. "
+                              "`analyze` one seed's kernels at a time)")
     owner, slug = pushed_name(response.ref) or tuple(ref.split("/"))
     if f"{owner}/{slug}" != ref:
         print(f"Kaggle named the kernel {owner}/{slug} (asked for {ref}); following that", flush=True)
@@ -763,9 +828,14 @@ def report_status(api: Any, ref: str, state: str, message: str | None) -> int:
 
 
 def kernel_report(dest: Path, slug: str) -> Path | None:
-    """An HTML report the kernel rendered into its run folder before it ended (the train notebook's last cell)."""
+    """The HTML report the kernel rendered before it ended (every notebook's last cell: report.render_in_kernel):
+    the one named after the pushed notebook (its build record says which), shallowest first."""
+    stem = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stem = Path(json.loads((dest / BUILD_RECORD).read_text())["notebook"]).stem
     found = [path for path in dest.rglob("*.html") if path != dest / f"{slug}.html"]
-    found.sort(key=lambda path: (not (path.parent / "metrics.json").is_file(), len(path.parts), str(path)))
+    found.sort(key=lambda path: (path.stem != stem, not (path.parent / "metrics.json").is_file(), len(path.parts),
+                                 str(path)))
     return found[0] if found else None
 
 
@@ -1007,6 +1077,95 @@ def run_sweep(api: Any, user: str, variants: list[dict[str, Any]], args: argpars
     return max(codes)
 
 
+# ---------------------------------------------------------------------------------------------- quota
+
+
+def gpu_quota(api: Any) -> tuple[float, float] | None:
+    """This week's GPU hours (left, allowed) as `kaggle quota` reports them; None when Kaggle does not say."""
+    if not hasattr(api, "quota_view"):
+        return None
+    try:
+        response = api_call(api, "cannot read the GPU quota", api.quota_view)
+    except KaggleError as exc:
+        print(f"warning: {exc}; going on without the quota check", file=sys.stderr, flush=True)
+        return None
+    quota = getattr(response, "gpu_quota", None)
+    if quota is None or quota.total_time_allowed is None:
+        return None
+    allowed = quota.total_time_allowed.total_seconds() / 3600
+    used = quota.time_used.total_seconds() / 3600 if quota.time_used is not None else 0.0
+    return max(0.0, allowed - used), allowed
+
+
+def measured_epoch_seconds(results: Path, slugs: list[str]) -> float | None:
+    """Seconds per training epoch as this sweep's pulled runs recorded them (their mean), None before any."""
+    rates = []
+    for slug in slugs:
+        for metrics in (Path(results) / slug).rglob("metrics.json"):
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError, ZeroDivisionError):
+                record = json.loads(metrics.read_text())
+                rates.append(float(record["training_seconds"]) / int(record["epochs_run"]))
+    return sum(rates) / len(rates) if rates else None
+
+
+def expected_gpu_hours(params: dict[str, Any], runs: int, epoch_seconds: float | None) -> tuple[float, str]:
+    """GPU hours `runs` trainings with these parameters need, and how that was estimated."""
+    if epoch_seconds is not None:
+        epochs = int(params.get("epochs") or 1)
+        per_run = epoch_seconds * epochs / 3600 + EVALUATION_RESERVE_HOURS
+        return per_run * runs, f"{per_run:.1f} h per run from a measured {epoch_seconds:.0f} s per epoch"
+    budget = params.get("time_budget_hours")
+    per_run = (float(budget) + EVALUATION_RESERVE_HOURS) if budget else KAGGLE_SESSION_HOURS
+    source = f"time_budget_hours {budget:g}" if budget else f"one {KAGGLE_SESSION_HOURS:g} h session each"
+    return per_run * runs, f"{per_run:.1f} h per run ({source}; no epoch measured yet, so a first session only)"
+
+
+def check_quota(api: Any, params: dict[str, Any], runs: int, epoch_seconds: float | None, force: bool) -> None:
+    """Say the GPU hours a sweep expects beside the weekly quota left; refuse one that cannot finish this week."""
+    need, how = expected_gpu_hours(params, runs, epoch_seconds)
+    quota = gpu_quota(api)
+    if quota is None:
+        print(f"this sweep expects about {need:.1f} GPU hours for {runs} run(s) ({how}); Kaggle did not report the "
+              "quota left (`kaggle quota`)", flush=True)
+        return
+    left, allowed = quota
+    print(f"this sweep expects about {need:.1f} GPU hours for {runs} run(s) ({how}); GPU quota left this week: "
+          f"{left:.1f} of {allowed:.0f} h", flush=True)
+    if need > left and not force:
+        raise KaggleError(f"{runs} run(s) need about {need:.1f} GPU hours but {left:.1f} h are left this week: the "
+                          "sweep would stop part-way. Sweep fewer alphas now, or pass --ignore-quota to start anyway "
+                          "(a quota refusal stops pushing; running the same command next week continues it)")
+
+
+# ---------------------------------------------------------------------------------------------- analysis on Kaggle
+
+
+def analysis_title(refs: list[str], slug: str | None = None) -> str:
+    """The analysis kernel's title: --slug as words, else the words the kernels' slugs share up to their variant
+    (e.g. 'train kaggle t4x2 analysis' for train-kaggle-t4x2-alpha-0, ...-alpha-0-2), then 'analysis'."""
+    if slug:
+        return slug.replace("-", " ")
+    words = [ref.split("/")[1].split("-") for ref in refs]
+    common = []
+    for column in zip(*words):
+        if len(set(column)) > 1 or column[0] in ("alpha", "seed"):
+            break
+        common.append(column[0])
+    return fit_title([*(common or words[0]), "analysis"], sorted(refs))
+
+
+def push_analysis(api: Any, user: str, kernels: list[str], params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Push analyze.ipynb with the training kernels' outputs attached (run_dirs names them), then follow it."""
+    refs = list(dict.fromkeys(kernel_ref(kernel, user) for kernel in kernels))
+    params = {**params, "run_dirs": refs}
+    check_parameters(ANALYZE_NOTEBOOK, params)
+    title = analysis_title(refs, getattr(args, "analysis_slug", None) or getattr(args, "slug", None))
+    folder = build_kernel(ANALYZE_NOTEBOOK, params, user, title, private=not args.public, build_root=args.build_dir,
+                          internet=args.internet, kernel_sources=tuple(refs), gpu=not args.cpu)
+    print(f"built {folder}, attaching the outputs of {len(refs)} training kernel(s)", flush=True)
+    return follow(api, push_folder(api, folder), args)
+
+
 # ---------------------------------------------------------------------------------------------- rehearsal
 
 
@@ -1021,6 +1180,15 @@ def _remove_tree(path: Path) -> None:
                 target.chmod(0o755)
     path.chmod(0o755)
     shutil.rmtree(path)
+
+
+def input_mount(kind: str, ref: str, layout: str = "2026") -> Path:
+    """Where Kaggle mounts a source under /kaggle/input: since 2026 datasets/<owner>/<slug> and
+    notebooks/<owner>/<slug> (a kernel's output), before that <slug> for both."""
+    owner, slug = ref.split("/")[:2]
+    if layout == "legacy":
+        return Path(slug)
+    return Path({"dataset": "datasets", "kernel": "notebooks"}[kind]) / owner / slug
 
 
 def make_read_only(path: Path) -> None:
@@ -1077,18 +1245,25 @@ def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | No
              rehearsal_root: Path | None = None) -> tuple[int, Path]:
     """Build the kernel `push` would send and run it here in a simulated /kaggle; the exit code and its report.
 
-    <root>/<slug>/ holds kernel/ (the build), input/ (the dataset in the 140k layout, an attached earlier output
-    read-only) and output/ (what /kaggle/working held, the log and <slug>.html, as `pull` leaves them).
+    <root>/<slug>/ holds input/ (mounted as Kaggle does since 2026: the dataset in the 140k layout at
+    datasets/<owner>/<slug>, an attached earlier output read-only at notebooks/rehearsal/<name>) and output/ (what
+    /kaggle/working held, the log and <slug>.html, as `pull` leaves them); the builds go to <root>/kernels/.
+    replicas > 1 stands for the T4s (a GPU kernel); 1 is a kernel pushed with --cpu.
     """
     root = Path(rehearsal_root or REHEARSAL_ROOT)
     root.mkdir(parents=True, exist_ok=True)
-    folder = build_kernel(notebook, params, REHEARSAL_OWNER, title, build_root=root / "kernels", internet=internet)
-    slug = folder.name
-    staged = None
-    if resume_from is not None:  # copied before the simulation folder is cleared: it may lie inside it
+    attached = None
+    if resume_from is not None:
         resume_from = Path(resume_from)
         if not resume_from.is_dir():
             raise KaggleError(f"--resume-from {resume_from} is not a folder (a rehearsal's output/ or a pulled run)")
+        name = resume_from.name if resume_from.name != "output" else resume_from.parent.name
+        attached = f"{REHEARSAL_OWNER}/{name}"
+    folder = build_kernel(notebook, params, REHEARSAL_OWNER, title, build_root=root / "kernels", internet=internet,
+                          gpu=replicas > 1, resume_from=attached)
+    slug = folder.name
+    staged = None
+    if resume_from is not None:  # copied before the simulation folder is cleared: it may lie inside it
         staged = Path(tempfile.mkdtemp(prefix=".attached-", dir=root))
         shutil.copytree(resume_from, staged / "output", symlinks=True)
     sim = root / slug
@@ -1102,12 +1277,18 @@ def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | No
         dataset = synthetic.default_dataset_dir()
     if not dataset.is_dir():
         raise KaggleError(f"--data {dataset} is not a folder")
-    (input_dir / REHEARSAL_DATASET).symlink_to(dataset.resolve(), target_is_directory=True)
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    # The data given stands for the first dataset source (the 140k dataset in kernel-metadata.json).
+    for source in meta.get("dataset_sources", [])[:1] or [f"{REHEARSAL_OWNER}/{slugify(dataset.name) or 'data'}"]:
+        mount = input_dir / input_mount("dataset", source)
+        mount.parent.mkdir(parents=True, exist_ok=True)
+        mount.symlink_to(dataset.resolve(), target_is_directory=True)
     if staged is not None:
-        attached = input_dir / (resume_from.name if resume_from.name != "output" else resume_from.parent.name)
-        (staged / "output").rename(attached)
+        mount = input_dir / input_mount("kernel", attached)
+        mount.parent.mkdir(parents=True, exist_ok=True)
+        (staged / "output").rename(mount)
         staged.rmdir()
-        make_read_only(attached)
+        make_read_only(mount)
     print(f"rehearsing {folder / notebook.name} in {sim} ({replicas} replica(s), internet "
           f"{'on' if internet else 'off'})", flush=True)
     code, log = execute_kernel(folder, input_dir, working, replicas, internet)
@@ -1169,11 +1350,10 @@ def cmd_push(args: argparse.Namespace) -> int:
     check_parameters(notebook, params)  # before credentials: a typo needs no account to be reported
     check_offline(notebook, params, args.internet)
     api, user = connect()
-    sources = (kernel_ref(args.resume_from, user),) if args.resume_from else ()
+    resume = kernel_ref(args.resume_from, user) if args.resume_from else None
     folder = build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir,
-                          internet=args.internet, kernel_sources=sources)
-    print(f"built {folder}" + (f", attaching the output of {sources[0]} to continue it" if sources else ""),
-          flush=True)
+                          internet=args.internet, gpu=not args.cpu, resume_from=resume)
+    print(f"built {folder}" + (f", attaching the output of {resume} to continue it" if resume else ""), flush=True)
     ref = push_folder(api, folder)
     return follow(api, ref, args)
 
@@ -1205,13 +1385,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         def build(resume: str | None, params: dict[str, Any] = params, title: str = title) -> Path:
             return build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir,
-                                internet=args.internet, kernel_sources=(resume,) if resume else ())
+                                internet=args.internet, gpu=not args.cpu, resume_from=resume)
 
         variants.append({"slug": build(None).name, "build": build})
     slugs = [v["slug"] for v in variants]
     if len(set(slugs)) != len(slugs):
         raise KaggleError(f"--alphas {args.alphas} give the same kernel slug twice ({slugs}): list each alpha once")
-    return run_sweep(api, user, variants, args)
+    # A bad analysis parameter stops here, before any push.
+    analysis = _analysis_params(args.analysis_parameters_file, args.analysis_parameter) if args.analyze else None
+    results = Path(args.results_dir or RESULTS_ROOT)
+    left = [slug for slug in slugs if not ((results / slug / f"{slug}.html").is_file() and run_finished(results / slug))]
+    if left and not args.cpu:
+        check_quota(api, base, len(left), measured_epoch_seconds(results, slugs), args.ignore_quota)
+    code = run_sweep(api, user, variants, args)
+    if analysis is None or code:
+        return code
+    print(f"analysing the sweep's {len(slugs)} runs on Kaggle", flush=True)
+    return push_analysis(api, user, slugs, analysis, argparse.Namespace(**{**vars(args), "wait": True, "pull": True,
+                                                                           "slug": None}))
+
+
+def _analysis_params(path: str | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """The analysis notebook's parameters: the Kaggle preset (or the file given), then each NAME VALUE pair."""
+    from tools.notebook import load_params, parse_value
+
+    try:
+        params = load_params(path or ANALYZE_PARAMS)
+    except (OSError, ValueError) as exc:
+        raise KaggleError(str(exc)) from None
+    params.update({name: parse_value(value) for name, value in pairs})
+    if "run_dirs" in params and params.pop("run_dirs") not in (None, []):
+        raise KaggleError("the analysis' run_dirs are the kernels it is given: name them, not -a run_dirs")
+    check_parameters(ANALYZE_NOTEBOOK, params)
+    return params
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """analyze: push notebooks/analyze.ipynb with the given training kernels' outputs attached; it runs there."""
+    params = _analysis_params(args.parameters_file, args.parameter)
+    _check_slug(args.slug)
+    api, user = connect()
+    return push_analysis(api, user, args.kernels, params, args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -1261,11 +1475,16 @@ def parser() -> argparse.ArgumentParser:
                           help="one parameter, overriding the file; repeatable")
     building.add_argument("--internet", action="store_true",
                           help="switch the kernel's internet on (needed for weights=imagenet; default off)")
+    accelerator = argparse.ArgumentParser(add_help=False)
+    accelerator.add_argument("--cpu", action="store_true",
+                             help="run without an accelerator, on purpose (default GPU T4 x2: a kernel that gets no "
+                                  "GPU stops at once)")
 
-    pushing = argparse.ArgumentParser(add_help=False, parents=[waiting, building])
-    pushing.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
-    pushing.add_argument("--pull", action="store_true", help="wait for the run, then pull its outputs")
-    pushing.add_argument("--build-dir", type=Path, default=None, help="where builds go (default build/kaggle/)")
+    sending = argparse.ArgumentParser(add_help=False, parents=[waiting, accelerator])
+    sending.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
+    sending.add_argument("--pull", action="store_true", help="wait for the run, then pull its outputs")
+    sending.add_argument("--build-dir", type=Path, default=None, help="where builds go (default build/kaggle/)")
+    pushing = argparse.ArgumentParser(add_help=False, parents=[sending, building])
 
     main_parser = argparse.ArgumentParser(prog="python -m tools.kaggle", description=__doc__.splitlines()[0])
     commands = main_parser.add_subparsers(dest="command", required=True)
@@ -1279,7 +1498,25 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--slug", help="slug prefix of the sweep's kernels (default: notebook stem + parameters)")
     sweep.add_argument("--sessions", type=int, default=MAX_SESSIONS,
                        help=f"kernels running at once (Kaggle allows {MAX_SESSIONS} GPU sessions)")
+    sweep.add_argument("--ignore-quota", action="store_true",
+                       help="start even when the GPU hours the sweep expects exceed the weekly quota left")
+    sweep.add_argument("--analyze", action="store_true",
+                       help="once every run finished, push notebooks/analyze.ipynb over them and pull its report")
+    sweep.add_argument("--analysis-parameters-file", metavar="YAML",
+                       help=f"parameters of the analysis (default {ANALYZE_PARAMS.relative_to(REPO_ROOT)})")
+    sweep.add_argument("-a", "--analysis-parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="one parameter of the analysis, overriding the file; repeatable")
     sweep.set_defaults(func=cmd_sweep)
+    analyze = commands.add_parser("analyze", parents=[sending], help=cmd_analyze.__doc__)
+    analyze.add_argument("kernels", nargs="+", metavar="KERNEL",
+                         help="training kernels to compare (SLUG, OWNER/SLUG or OWNER/SLUG/VERSION)")
+    analyze.add_argument("-f", "--parameters-file", metavar="YAML",
+                         help=f"parameters of notebooks/analyze.ipynb (default {ANALYZE_PARAMS.relative_to(REPO_ROOT)})")
+    analyze.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                         help="one parameter, overriding the file; repeatable")
+    analyze.add_argument("--internet", action="store_true", help="switch the kernel's internet on (default off)")
+    analyze.add_argument("--slug", help="kernel slug (default: the kernels' shared name + analysis)")
+    analyze.set_defaults(func=cmd_analyze)
     status = commands.add_parser("status", parents=[waiting], help=cmd_status.__doc__)
     status.add_argument("slug", help="SLUG, OWNER/SLUG or OWNER/SLUG/VERSION")
     status.set_defaults(func=cmd_status)
@@ -1302,7 +1539,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: push / sweep / status / pull / rehearse; errors are one line on stderr and a non-zero exit code."""
+    """Command line: push / sweep / analyze / status / pull / rehearse; errors: one line on stderr, a non-zero exit."""
     args = parser().parse_args(argv)
     try:
         return args.func(args)

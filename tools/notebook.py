@@ -13,6 +13,12 @@ import yaml
 from utils.report import render_html
 from utils.runtime import REPO_ROOT, resolve_output_dir, set_quiet_log_env
 
+# The study's notebooks, for the commands that run them (sweep, robustness study, Kaggle).
+NOTEBOOKS = REPO_ROOT / "notebooks"
+TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
+ANALYZE_NOTEBOOK = NOTEBOOKS / "analyze.ipynb"
+ROBUSTNESS_NOTEBOOK = NOTEBOOKS / "robustness.ipynb"
+
 
 def parse_value(text: str) -> Any:
     """Read a command-line parameter value the way papermill's `-p` does (numbers, bools, None, lists)."""

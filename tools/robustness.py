@@ -13,13 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from tools.notebook import REPO_ROOT, load_params, parse_value, run_notebook
+from tools.notebook import ANALYZE_NOTEBOOK, ROBUSTNESS_NOTEBOOK, TRAIN_NOTEBOOK, load_params, parse_value, run_notebook
 
-DEFAULT_ROOT = "runs/robustness"  # the committed study: --output-root results/robustness
+STUDY_ROOT = "runs/robustness"  # the committed study: --output-root results/robustness
 DEFAULT_SEEDS = (42, 43, 44)
-TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
-ANALYZE_NOTEBOOK = REPO_ROOT / "notebooks" / "analyze.ipynb"
-REPORT_NOTEBOOK = REPO_ROOT / "notebooks" / "robustness.ipynb"
 # Wang et al. (CVPR 2020), "Blur+JPEG (0.5)": the augmentation their detector owes its robustness to.
 WANG_DEGRADATIONS = {"blur_prob": 0.5, "blur_sigma": [0.0, 3.0], "jpeg_prob": 0.5, "jpeg_quality": [30, 100]}
 CONDITIONS: dict[str, dict[str, Any]] = {
@@ -28,7 +25,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {
     "crop": {"resize_mode": "crop"},
 }
 DEFAULT_DATASET = "synthetic-default"  # the embedded default (data_dir None), always in the study
-HEADER_SAMPLE = 32  # image headers read to decide whether a dataset is larger than the training size
+SIZE_SAMPLE = 32  # image headers read to decide whether a dataset is larger than the training size
 
 
 def images_larger_than(data_dir: str | None, image_size: int) -> bool:
@@ -37,8 +34,8 @@ def images_larger_than(data_dir: str | None, image_size: int) -> bool:
 
     from utils import data
 
-    index = data.index_dataset(data_dir, max_images=HEADER_SAMPLE)
-    for path in index.pooled().paths[:HEADER_SAMPLE]:
+    index = data.index_dataset(data_dir, max_images=SIZE_SAMPLE)
+    for path in index.pooled().paths[:SIZE_SAMPLE]:
         with Image.open(path) as image:  # reads the header only
             if min(image.size) > image_size:
                 return True
@@ -72,7 +69,7 @@ def study_plan(datasets: dict[str, str | None], params: dict[str, Any], seeds: S
     return plan
 
 
-def run_study(datasets: dict[str, str | None], params: dict[str, Any], root: str | Path = DEFAULT_ROOT,
+def run_study(datasets: dict[str, str | None], params: dict[str, Any], root: str | Path = STUDY_ROOT,
               seeds: Sequence[int] = DEFAULT_SEEDS, conditions: Sequence[str] = tuple(CONDITIONS),
               extra_data_dirs: dict[str, list[str]] | None = None,
               analysis_params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -95,7 +92,7 @@ def run_study(datasets: dict[str, str | None], params: dict[str, Any], root: str
                                         "output_dir": str(folder)})
         analysis_dirs.append(str(folder))
     report_dir = root / "report"
-    run_notebook(REPORT_NOTEBOOK, {"analysis_dirs": analysis_dirs, "baseline_condition": "resize",
+    run_notebook(ROBUSTNESS_NOTEBOOK, {"analysis_dirs": analysis_dirs, "baseline_condition": "resize",
                                    "output_dir": str(report_dir)})
     return {"run_dirs": [str(r["folder"]) for r in plan], "analysis_dirs": analysis_dirs,
             "report_dir": str(report_dir)}
@@ -116,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="one training parameter, overriding the file; repeatable")
     parser.add_argument("-a", "--analysis-parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="one parameter of notebooks/analyze.ipynb (e.g. -a robustness_images 50); repeatable")
-    parser.add_argument("--output-root", default=DEFAULT_ROOT, help=f"study folder (default {DEFAULT_ROOT})")
+    parser.add_argument("--output-root", default=STUDY_ROOT, help=f"study folder (default {STUDY_ROOT})")
     args = parser.parse_args(argv)
     params = load_params(args.parameters_file)
     params.update({name: parse_value(value) for name, value in args.parameter})

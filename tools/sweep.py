@@ -8,12 +8,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from tools.notebook import REPO_ROOT, load_params, parse_value, run_notebook
+from tools.notebook import ANALYZE_NOTEBOOK, TRAIN_NOTEBOOK, load_params, parse_value, run_notebook
 
 DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
-DEFAULT_ROOT = "runs/sweep"  # the committed reference sweep: --output-root results/sweep
-TRAIN_NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
-ANALYZE_NOTEBOOK = REPO_ROOT / "notebooks" / "analyze.ipynb"
+SWEEP_ROOT = "runs/sweep"  # the committed reference sweep: --output-root results/sweep
 
 
 def run_folder(root: str | Path, alpha: float, seed: int | None = None) -> Path:
@@ -23,7 +21,7 @@ def run_folder(root: str | Path, alpha: float, seed: int | None = None) -> Path:
 
 
 def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | None = None,
-          output_root: str | Path = DEFAULT_ROOT, analysis_params: dict[str, Any] | None = None,
+          output_root: str | Path = SWEEP_ROOT, analysis_params: dict[str, Any] | None = None,
           analyze: bool = True, seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Train notebooks/train.ipynb per alpha (and per seed) into its own folder, then analyze.ipynb over all runs.
 
@@ -80,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                              "by the sweep)")
     parser.add_argument("-a", "--analysis-parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="one parameter of notebooks/analyze.ipynb (e.g. -a robustness_images 50); repeatable")
-    parser.add_argument("--output-root", default=DEFAULT_ROOT,
-                        help=f"folder of the run folders alpha-<a> and of analysis/ (default {DEFAULT_ROOT})")
+    parser.add_argument("--output-root", default=SWEEP_ROOT,
+                        help=f"folder of the run folders alpha-<a> and of analysis/ (default {SWEEP_ROOT})")
     parser.add_argument("--no-analysis", action="store_true", help="train only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -85,6 +85,33 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     return record
 
 
+def resolve_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """The run folders `run_dirs` names: folders as they are; on Kaggle, a kernel ('owner/slug' or 'slug') whose
+    output is attached (either mount layout) stands for the run folders in it. A name that is neither stops here,
+    with what is attached, before any model is loaded."""
+    from utils import runtime
+
+    if isinstance(run_dirs, (str, os.PathLike)) or not run_dirs:
+        raise ValueError(f"run_dirs={run_dirs!r} is invalid: expected a non-empty list of run folders or, on Kaggle, "
+                         "of attached training kernels")
+    found: list[str] = []
+    for entry in run_dirs:
+        if Path(entry).is_dir():
+            found.append(str(entry))
+            continue
+        attached = runtime.attached_output(str(entry)) if runtime.on_kaggle() and str(entry).strip() else None
+        if attached is None:
+            where = f"; {runtime.describe_attached()}" if runtime.on_kaggle() else ""
+            raise FileNotFoundError(f"run_dirs entry {str(entry)!r} is neither a folder nor an attached kernel's "
+                                    f"output{where}")
+        runs = runtime.find_run_dirs(attached)
+        if not runs:
+            raise FileNotFoundError(f"run_dirs entry {str(entry)!r}: the attached output {attached} holds no training "
+                                    f"run (no {runtime.RUN_RECORD}); did that kernel finish?")
+        found += [str(run) for run in runs]
+    return found
+
+
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     """A distinct short name per run folder: its folder name, with the parent's prefixed when names clash."""
     paths = [Path(d).resolve() for d in run_dirs]

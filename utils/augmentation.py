@@ -26,4 +26,22 @@ def build_augmentation(flip: str | None = "horizontal", rotation: float | None =
     if contrast:
         # Inputs are raw pixels, so the contrast layer must clip to 0..255, not 0..1.
         layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed, name="random_contrast"))
-    return keras.Sequential(layers, name="augmentation")
+    return allow_jit(keras.Sequential(layers, name="augmentation"))
+
+
+def allow_jit(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Under JAX, mark the RandomRotation and RandomZoom layers in `layer` (a model or a layer) compilable; returns it.
+
+    Keras sets their supports_jit to False on every backend, for TensorFlow's XLA, which cannot compile their
+    projective transform; under JAX that one flag would run every train step of the model op by op. Their JAX ops
+    trace under jax.jit (tests/test_backends.py checks jitted == eager). Elsewhere a no-op. Cloning or loading a model
+    builds fresh layers, so utils.model applies it to what it builds and loads.
+    """
+    if keras.backend.backend() == "jax":
+        pending = [layer]
+        while pending:
+            current = pending.pop()
+            if isinstance(current, (keras.layers.RandomRotation, keras.layers.RandomZoom)):
+                current.supports_jit = True
+            pending.extend(getattr(current, "layers", []))
+    return layer

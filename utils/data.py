@@ -24,7 +24,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 NAME_140K = "140k-real-and-fake-faces"
 NAME_MANJILKARKI = "deepfake-and-real-images"
 MAX_WRAPPER_DEPTH = 3  # single-subfolder wrappers descended into by index_dataset
-MAX_SEARCH_DEPTH = 5  # folder depth below the input root searched by find_kaggle_dataset
+MAX_SEARCH_DEPTH = 4  # folder depth below an attached source's folder searched by find_kaggle_dataset
 CACHE_RAM_FRACTION = 0.4  # share of available RAM a decoded in-memory cache may take
 SHUFFLE_BUFFER = 2048  # post-cache element shuffle; bounded because the cache already holds every image
 SCAN_TAIL_BYTES = 1024
@@ -303,24 +303,26 @@ def _images_under(folders: list[str]) -> list[str]:
 
 
 def find_kaggle_dataset(input_root: str | None = None) -> str | None:
-    """The root of an attached 140k (preferred) or manjilkarki dataset under the Kaggle input folder, or None."""
-    root = str(runtime.input_root() if input_root is None else input_root)
-    if not os.path.isdir(root):
-        return None
+    """The root of an attached 140k (preferred) or manjilkarki dataset under the Kaggle input folder, or None.
+
+    Every attached source is searched (runtime.attached_sources: datasets/<owner>/<slug>/, its newest
+    versions/<N>/, or <slug>/ in the older layout), each in name order; the first of a kind is taken.
+    """
     matches: dict[str, str] = {}
-    queue = deque([(root, 0)])
-    # breadth-first over folders only, never into image folders, so the 140k files are not listed
-    while queue:
-        folder, depth = queue.popleft()
-        known = _known_layout(folder)
-        if known is not None:
-            matches.setdefault(known[1], folder)
-            continue
-        if depth >= MAX_SEARCH_DEPTH:
-            continue
-        for sub in _subdirs(folder):
-            if _class_of(os.path.basename(sub)) is None:
-                queue.append((sub, depth + 1))
+    for source in runtime.attached_sources(input_root):
+        queue = deque([(str(source), 0)])
+        # breadth-first over folders only, never into image folders, so the 140k files are not listed
+        while queue:
+            folder, depth = queue.popleft()
+            known = _known_layout(folder)
+            if known is not None:
+                matches.setdefault(known[1], folder)
+                continue
+            if depth >= MAX_SEARCH_DEPTH:
+                continue
+            for sub in _subdirs(folder):
+                if _class_of(os.path.basename(sub)) is None:
+                    queue.append((sub, depth + 1))
     return matches.get("140k") or matches.get("manjilkarki")
 
 
@@ -340,8 +342,9 @@ def resolve_data_dir(data_dir: str | None) -> str:
     if found is not None:
         return found
     if runtime.on_kaggle():
-        raise DataError(f"no dataset attached under {runtime.input_root()}: add xhlulu/140k-real-and-fake-faces to the "
-                        "notebook's inputs (kernel-metadata.json dataset_sources)")
+        raise DataError(f"no known dataset attached under {runtime.input_root()}: add xhlulu/140k-real-and-fake-faces "
+                        "to the notebook's inputs (kernel-metadata.json dataset_sources), or give data_dir; "
+                        f"{runtime.describe_attached()}")
     return str(synthetic.default_dataset_dir())
 
 
@@ -845,6 +848,52 @@ def make_dataset(split: Split, image_size: int, batch_size: int, training: bool,
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.prefetch(autotune).with_options(options)
+
+
+def fill_batches(ds: "tf.data.Dataset", multiple: int) -> "tf.data.Dataset":
+    """Each batch brought up to a multiple of `multiple` images by repeating its first ones (at most multiple - 1).
+
+    Training on that many replicas: every replica then gets the same number of images, at least one, at every step
+    (Keras 3 averages the first batch over the replicas, which fails on unequal shares, and batch normalisation
+    fails on a replica given none). Repeating rather than dropping keeps every image in every epoch and the epoch's
+    step count (known to tf.data, so Keras sees no early end); batches of a global batch size are left alone but
+    the last, whose few repeated images weigh double in that one step.
+    """
+    import tensorflow as tf
+
+    def fill(*batch: Any) -> Any:
+        size = tf.shape(batch[0])[0]
+
+        def repeated() -> Any:
+            index = tf.range(-(-size // multiple) * multiple) % size
+            return tuple(tf.gather(part, index) for part in batch)
+
+        filled = tf.cond(size % multiple == 0, lambda: tuple(batch), repeated)
+        return filled if len(filled) > 1 else filled[0]
+
+    return ds.map(fill)
+
+
+def pad_batches(ds: "tf.data.Dataset", multiple: int) -> "tf.data.Dataset":
+    """(images, labels, real) batches: each padded to a multiple of `multiple` with blank images, `real` False there.
+
+    Prediction on that many replicas: each then gets the same number of images, at least one; the outputs of the
+    padding are dropped by `real`. Batches of images alone get labels 0; padded labels are 0 too.
+    """
+    import tensorflow as tf
+
+    def pad(*batch: Any) -> Any:
+        images = batch[0]
+        labels = batch[1] if len(batch) > 1 else tf.zeros(tf.shape(images)[:1], tf.int32)
+        size = tf.shape(images)[0]
+        extra = -size % multiple
+
+        def padded(part: Any) -> Any:
+            return tf.pad(part, [[0, extra]] + [[0, 0]] * (part.shape.rank - 1))
+
+        return padded(images), padded(labels), tf.range(size + extra) < size
+
+    return ds.map(pad)
 
 
 def load_images(paths: list[str], image_size: int, resize_mode: str = DEFAULT_RESIZE_MODE) -> np.ndarray:

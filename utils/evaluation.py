@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -269,11 +270,78 @@ def _p_fake(outputs: Any) -> np.ndarray:
     raise ValueError(f"model output must be a [B, 2] softmax or a [B] / [B, 1] sigmoid, got shape {out.shape}")
 
 
+def model_replicas(model: Any) -> int:
+    """Replicas of the distribution strategy the model was built under (1 without one, or for a non-Keras model)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return int(getattr(strategy, "num_replicas_in_sync", 1))
+
+
+class ReplicaPredictor:
+    """Model outputs over a dataset on every replica of the model's strategy, each image counted exactly once.
+
+    Under a strategy Keras splits each batch over the replicas, and a replica given no image (a batch smaller than
+    the replicas) fails in batch normalisation. Each batch is therefore padded to a multiple of the replicas with
+    blank images (data.pad_batches), run through one traced step, and the padding dropped again.
+    Get one through replica_predictor(model), which keeps one per model so the step is traced once.
+    """
+
+    def __init__(self, model: Any):
+        import tensorflow as tf
+
+        self.strategy = model.distribute_strategy
+        self.replicas = self.strategy.num_replicas_in_sync
+        model_ref = weakref.ref(model)  # the per-model cache must not keep the model alive
+
+        def forward(images: Any) -> Any:
+            return model_ref()(images, training=False)
+
+        # reduce_retracing: the last batch's other size gets a shape-general trace instead of one per size.
+        self._step = tf.function(lambda images: self.strategy.run(forward, args=(images,)), reduce_retracing=True)
+
+    def __call__(self, dataset: Iterable) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, outputs) in the dataset's order, for batches of images or of (images, labels[, ...])."""
+        from utils.data import pad_batches
+
+        labels, outputs = [], []
+        for images, batch_labels, real in self.strategy.experimental_distribute_dataset(
+                pad_batches(dataset, self.replicas)):
+            keep = self._gather(real)
+            outputs.append(self._gather(self._step(images))[keep])
+            labels.append(self._gather(batch_labels)[keep])
+        if not outputs:
+            raise ValueError("the dataset is empty: no batch to predict")
+        return np.concatenate(labels), np.concatenate(outputs)
+
+    def _gather(self, value: Any) -> np.ndarray:
+        """One array from a per-replica value, replicas in order (each holds a contiguous slice of the batch)."""
+        return np.concatenate([np.asarray(part) for part in self.strategy.experimental_local_results(value)])
+
+
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, ReplicaPredictor]" = weakref.WeakKeyDictionary()
+
+
+def replica_predictor(model: Any) -> ReplicaPredictor:
+    """The model's ReplicaPredictor, made on first use and kept while the model lives."""
+    if model not in _PREDICTORS:
+        _PREDICTORS[model] = ReplicaPredictor(model)
+    return _PREDICTORS[model]
+
+
 def predict_proba(model: Any, images_or_dataset: Any, batch_size: int = 32) -> np.ndarray:
-    """P(fake) for a numpy batch [N, H, W, 3] or a tf.data dataset yielding images or (images, labels) batches."""
+    """P(fake) for a numpy batch [N, H, W, 3] or a tf.data dataset yielding images or (images, labels) batches.
+
+    A model built under a strategy of several replicas predicts on all of them (ReplicaPredictor).
+    """
+    distributed = model_replicas(model) > 1
     if isinstance(images_or_dataset, np.ndarray):
         x = _check_images(images_or_dataset)
-        return _p_fake(model.predict(x, batch_size=batch_size, verbose=0))
+        if not distributed:
+            return _p_fake(model.predict(x, batch_size=batch_size, verbose=0))
+        import tensorflow as tf
+
+        images_or_dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    if distributed:
+        return _p_fake(replica_predictor(model)(images_or_dataset)[1])
     # Keras' predict takes the first element of (x, y) tuples, so a labelled dataset can be passed unchanged.
     return _p_fake(model.predict(images_or_dataset, verbose=0))
 
@@ -287,7 +355,16 @@ def _labels(batch_labels: Any) -> np.ndarray:
 
 
 def collect_predictions(model: Any, dataset: Iterable) -> tuple[np.ndarray, np.ndarray]:
-    """(y_true, P(fake)) from one pass over a dataset of (images, labels) batches; labels may be ints or one-hot."""
+    """(y_true, P(fake)) from one pass over a dataset of (images, labels) batches; labels may be ints or one-hot.
+
+    A model built under a strategy of several replicas predicts on all of them (ReplicaPredictor).
+    """
+    if model_replicas(model) > 1:
+        spec = getattr(dataset, "element_spec", None)
+        if not isinstance(spec, tuple) or len(spec) < 2:
+            raise ValueError("collect_predictions needs a dataset of (images, labels) batches")
+        labels, outputs = replica_predictor(model)(dataset)
+        return _labels(labels), _p_fake(outputs)
     ys, ps = [], []
     # One pass that keeps labels and predictions together: a reshuffling dataset would misalign two separate passes.
     for batch in dataset:

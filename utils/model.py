@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from utils.augmentation import DEFAULT_AUGMENTATION, build_augmentation
+from utils.augmentation import DEFAULT_AUGMENTATION, allow_jit, build_augmentation
 
 NUM_CLASSES = 2
 # keras.applications.resnet50.preprocess_input ("caffe" mode): RGB -> BGR, minus the ImageNet channel means.
@@ -77,7 +77,7 @@ def build_model(alpha: float = 0.2, image_size: int = 224, weights: str | None =
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(body.output)
     # float32 head: softmax and cross-entropy stay stable under mixed precision.
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(body.inputs, outputs, name=f"leakyrelu{alpha:g}_resnet50")
+    return allow_jit(keras.Model(body.inputs, outputs, name=f"leakyrelu{alpha:g}_resnet50"))
 
 
 def gradcam_layer(model: keras.Model, min_cells: int = GRADCAM_MIN_CELLS) -> tuple[str, tuple[int, int]]:
@@ -100,7 +100,8 @@ def gradcam_layer(model: keras.Model, min_cells: int = GRADCAM_MIN_CELLS) -> tup
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:
-    """Load a saved model.keras (this module registers its custom layer)."""
+    """Load a saved model.keras for inference (this module registers its custom layer), on whichever backend keras
+    runs; uncompiled: its optimizer state (e.g. a loss-scaled one from a mixed-precision run) is not wanted."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path} does not exist (expected a training run's model.keras)")
-    return keras.saving.load_model(path)
+    return allow_jit(keras.saving.load_model(path, compile=False))

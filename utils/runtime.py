@@ -1,4 +1,5 @@
-"""The kernel's runtime: am I on Kaggle, its input and working folders, where outputs go, quiet logs, atomic records.
+"""The kernel's runtime: am I on Kaggle, its input and working folders (what is attached, in either mount layout),
+the push's build record and accelerator check, where outputs go, quiet logs, atomic records.
 
 The bottom of the import graph: every other module may import it, it imports none of them.
 """
@@ -22,10 +23,22 @@ EXECUTED_NOTEBOOK = "__notebook__.ipynb"
 # Kaggle stops a GPU session after 12 h; some 2026 quota notices say 9 h. Plans assume the lower one, so a run
 # never dies unsaved (the train notebook's time budget; the GPU hours a sweep reports it still needs).
 KAGGLE_SESSION_HOURS = 9.0
+# Kept free after the last epoch: evaluation of the best checkpoint, the run record, the report and Kaggle's copy
+# of /kaggle/working (the train notebook's time budget; the GPU hours a sweep expects).
+EVALUATION_RESERVE_HOURS = 0.5
 # Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
 # devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
 REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Written into the working folder by the generated first cell of every pushed notebook (tools.kaggle): what the push
+# asked for (commit, params, notebook, slug, "accelerator": "gpu"/"tpu"/"none", "resume_from": a kernel ref or null).
+BUILD_RECORD = "kaggle-build.json"
+ACCELERATORS = ("gpu", "tpu", "none")
+RUN_RECORD = "metrics.json"  # what makes a folder a training run (utils.training.run_record writes it)
+# Where Kaggle mounts what a kernel attaches, under the input folder: since 2026 datasets/<owner>/<slug> and
+# notebooks/<owner>/<slug> (an earlier kernel's output), some with versions/<N> below; older kernels saw <slug>.
+DATASETS_MOUNT, NOTEBOOKS_MOUNT = "datasets", "notebooks"
+VERSIONS_FOLDER = "versions"
 
 # TensorFlow's C++ logging (oneDNN notices, cudart/cuInit probes on a CPU machine, absl's pre-init warning) goes
 # to the process' stderr and lands in reports as red blocks. 3 keeps only FATAL; Python-level warnings and errors
@@ -54,6 +67,147 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
     if on_kaggle() and not path.is_absolute():
         path = working_root() / path
     return path
+
+
+def rehearsal_replicas() -> int:
+    """The replica count a rehearsal asks for through $KAGGLE_REHEARSAL_REPLICAS (0: not a rehearsal)."""
+    value = os.environ.get(REHEARSAL_REPLICAS_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) < 2:
+        raise ValueError(f"${REHEARSAL_REPLICAS_ENV}={value!r} is invalid: expected an integer >= 2 (replicas)")
+    return int(value)
+
+
+def build_record() -> dict[str, Any] | None:
+    """The record the pushed notebook's generated first cell wrote (BUILD_RECORD); None off Kaggle or without one."""
+    if not on_kaggle():
+        return None
+    path = working_root() / BUILD_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None  # a notebook run on Kaggle by hand, not pushed by tools.kaggle
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable JSON build record: {error}") from error
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds {type(record).__name__}, expected a JSON object (the build record)")
+    return record
+
+
+class AcceleratorMissingError(RuntimeError):
+    """A kernel pushed for an accelerator that its session did not get."""
+
+
+def check_accelerator(expected: str | None) -> None:
+    """On Kaggle, stop at once when the push asked for a GPU and TensorFlow sees none (a rehearsal's replicas count).
+
+    Called by the generated first cell of every pushed notebook with the build record's "accelerator", so a session
+    that Kaggle gave no GPU ends in seconds instead of training for hours on the CPU. "tpu" and "none" are not checked.
+    """
+    if expected is not None and expected not in ACCELERATORS:
+        raise ValueError(f"expected accelerator {expected!r} is invalid: expected one of {', '.join(ACCELERATORS)} "
+                         "or None")
+    if expected != "gpu" or not on_kaggle() or rehearsal_replicas():
+        return  # a rehearsal's logical CPU replicas stand for the two T4s
+    if _visible_gpus():
+        return
+    raise AcceleratorMissingError(
+        "this kernel was pushed for a GPU (GPU T4 x2) but TensorFlow sees none; it stopped here, before any data "
+        "was scanned, so no session time went into a run on the CPU. Check: (1) the Kaggle account is phone-verified "
+        "(Kaggle grants GPUs and internet only to verified accounts: kaggle.com > Settings > Phone verification); "
+        "(2) the kernel's accelerator setting is GPU T4 x2 (the notebook editor's Settings > Accelerator; "
+        "kernel-metadata.json enable_gpu true); (3) GPU quota is left this week (`kaggle quota`; a spent quota gives "
+        "no GPU until it resets). To run on the CPU on purpose, push with --cpu.")
+
+
+def _visible_gpus() -> int:
+    """GPUs TensorFlow sees (listing physical devices initialises no GPU memory)."""
+    quiet_logs()
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """Non-hidden subfolders (symlinked ones too, as a rehearsal mounts its dataset), sorted by name."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def newest_version(folder: Path) -> Path:
+    """folder/versions/<N> with the highest N where a mount holds numbered versions, else the folder itself."""
+    numbered = [p for p in _subfolders(folder / VERSIONS_FOLDER) if p.name.isdigit()]
+    return max(numbered, key=lambda p: int(p.name)) if numbered else folder
+
+
+def attached_sources(root: str | os.PathLike | None = None) -> list[Path]:
+    """The folder of every source attached to the kernel, in Kaggle's 2026 layout and the older one (newest version).
+
+    root: the input folder (default input_root()). datasets/<owner>/<slug> and notebooks/<owner>/<slug> count as one
+    source each, any other top folder <slug> as one (the older layout), in name order.
+    """
+    root = input_root() if root is None else Path(root)
+    sources = []
+    for top in _subfolders(root):
+        if top.name in (DATASETS_MOUNT, NOTEBOOKS_MOUNT):
+            sources += [newest_version(slug) for owner in _subfolders(top) for slug in _subfolders(owner)]
+        else:
+            sources.append(newest_version(top))
+    return sources
+
+
+def parse_kernel_ref(ref: str) -> tuple[str | None, str]:
+    """(owner or None, slug) of a kernel reference 'owner/slug' or 'slug', a '/<version>' suffix ignored."""
+    parts = [part for part in str(ref).strip().strip("/").split("/") if part]
+    if parts and parts[-1].isdigit():
+        parts = parts[:-1]
+    if len(parts) not in (1, 2):
+        raise ValueError(f"kernel reference {ref!r} is invalid: expected 'owner/slug' or 'slug' (optionally "
+                         "followed by '/<version>')")
+    return (parts[0] if len(parts) == 2 else None), parts[-1]
+
+
+def attached_output(ref: str) -> Path | None:
+    """The folder where kernel `ref`'s attached output lies under the input folder, in either layout; None if absent.
+
+    ref: 'owner/slug' or 'slug' (any owner), a '/<version>' suffix ignored. Looked for at notebooks/<owner>/<slug>
+    (since 2026; its newest versions/<N> if it has versions), then at <slug> (older kernels).
+    """
+    owner, slug = parse_kernel_ref(ref)
+    root = input_root()
+    notebooks = root / NOTEBOOKS_MOUNT
+    owners = [notebooks / owner] if owner else _subfolders(notebooks)
+    found = next((folder for folder in [o / slug for o in owners] + [root / slug] if folder.is_dir()), None)
+    return None if found is None else newest_version(found)
+
+
+def find_run_dirs(folder: str | os.PathLike) -> list[Path]:
+    """The training run folders (holding RUN_RECORD) in `folder` and below it, sorted by path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: expected a kernel's output holding training run folders")
+    return sorted(path.parent for path in folder.rglob(RUN_RECORD)
+                  if path.is_file() and not any(p.startswith(".") for p in path.relative_to(folder).parts))
+
+
+def describe_attached(root: str | os.PathLike | None = None, entries: int = 6) -> str:
+    """What is attached under the input folder, one line per source with its first few entries, for error messages."""
+    root = input_root() if root is None else Path(root)
+    sources = attached_sources(root)
+    if not sources:
+        return f"nothing is attached under {root}"
+    lines = []
+    for source in sources:
+        try:
+            names = sorted(p.name + ("/" if p.is_dir() else "") for p in source.iterdir() if not p.name.startswith("."))
+        except OSError as error:
+            names = [f"(unreadable: {error.strerror})"]
+        more = f", ... ({len(names) - entries} more)" if len(names) > entries else ""
+        lines.append(f"  {source.relative_to(root)}/: {', '.join(names[:entries]) or '(empty)'}{more}")
+    return f"attached under {root}:\n" + "\n".join(lines)
 
 
 def executed_notebook() -> Path | None:

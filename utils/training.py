@@ -18,52 +18,55 @@ import pandas as pd
 from utils import data, degradation, synthetic
 from utils.data import DEFAULT_RESIZE_MODE, RESIZE_MODES
 from utils.figures import finish, new_figure
-from utils.runtime import KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, write_json
+from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, rehearsal_replicas, write_json
 
-# The train notebook's parameters: name -> (accepted types, check, what is expected). Each is checked before any work.
-PARAMETERS: dict[str, tuple[tuple[type, ...], Any, str]] = {
-    "alpha": ((int, float), lambda v: 0 <= v < 1, "a LeakyReLU negative slope in [0, 1); 0 = ReLU baseline"),
-    "epochs": ((int,), lambda v: v >= 1, "an integer >= 1"),
-    "batch_size": ((int,), lambda v: v >= 1, "an integer >= 1 (per replica)"),
-    "image_size": ((int,), lambda v: v >= 32, "an integer >= 32 (pixels; ResNet50 downsamples 32x)"),
-    "resize_mode": ((str,), lambda v: v in RESIZE_MODES,
+# The train notebook's parameters, the one definition of each: name -> (default, accepted types, check, what is
+# expected). The notebook's `parameters` cell assigns the same names and defaults, each with its meaning in a comment
+# (tests/test_notebooks.py keeps the two in step); every value is checked here before any work.
+PARAMETERS: dict[str, tuple[Any, tuple[type, ...], Any, str]] = {
+    "alpha": (0.2, (int, float), lambda v: 0 <= v < 1, "a LeakyReLU negative slope in [0, 1); 0 = ReLU baseline"),
+    "epochs": (100, (int,), lambda v: v >= 1, "an integer >= 1"),
+    "batch_size": (32, (int,), lambda v: v >= 1, "an integer >= 1 (per replica)"),
+    "image_size": (224, (int,), lambda v: v >= 32, "an integer >= 32 (pixels; ResNet50 downsamples 32x)"),
+    "resize_mode": (DEFAULT_RESIZE_MODE, (str,), lambda v: v in RESIZE_MODES,
                     "'resize' (whole image scaled to image_size) or 'crop' (image_size window at the image's own scale)"),
-    "val_split": ((float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
-    "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
-    "learning_rate": ((int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "val_split": (0.25, (float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    "seed": (42, (int,), lambda v: v >= 0, "an integer >= 0"),
+    "learning_rate": (0.001, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
     # A list (several datasets pooled) passes here; validate_params then checks its entries one by one.
-    "data_dir": ((str, type(None), list),
+    "data_dir": (None, (str, type(None), list),
                  lambda v: isinstance(v, list) or v is None or os.path.isdir(v) or v in synthetic.GENERATOR_NAMES,
                  f"None, an existing folder or one of {', '.join(synthetic.GENERATOR_NAMES)}, or a list of "
                  "folders and generators (several datasets)"),
     # Whether it names one of the sources is checked with data_dir (validate_params) and, by name, when indexing.
-    "holdout_source": ((str, int, type(None)), lambda v: v is None or (v >= 0 if isinstance(v, int) else v != ""),
+    "holdout_source": (None, (str, int, type(None)), lambda v: v is None or (v >= 0 if isinstance(v, int) else v != ""),
                        "None, a source name of a multi-source data_dir or its index in data_dir"),
-    "max_images": ((int, type(None)), lambda v: v is None or v >= 2, "None or an integer >= 2 (per class)"),
-    "flip": ((str, type(None)), lambda v: v in (None, "", "horizontal", "vertical", "horizontal_and_vertical"),
+    "max_images": (None, (int, type(None)), lambda v: v is None or v >= 2, "None or an integer >= 2 (per class)"),
+    "flip": ("horizontal", (str, type(None)), lambda v: v in (None, "", "horizontal", "vertical", "horizontal_and_vertical"),
              "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'"),
-    "rotation": ((int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a fraction of a full turn in [0, 1]"),
-    "zoom": ((int, float, type(None)), lambda v: v is None or 0 <= v < 1, "None or a fraction in [0, 1)"),
-    "contrast": ((int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a factor in [0, 1]"),
+    "rotation": (0.1, (int, float, type(None)), lambda v: v is None or 0 <= v <= 1,
+                 "None or a fraction of a full turn in [0, 1]"),
+    "zoom": (0.1, (int, float, type(None)), lambda v: v is None or 0 <= v < 1, "None or a fraction in [0, 1)"),
+    "contrast": (0.1, (int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a factor in [0, 1]"),
     # Train-time degradations (utils.degradation): each a probability and a [low, high] strength range.
-    **{name: ((int, float), lambda v: 0 <= v <= 1, "a probability in [0, 1] (0 = off)") if name.endswith("_prob")
-       else ((list, tuple), partial(degradation.valid_range, name), degradation.range_expected(name))
-       for name in degradation.DEFAULT_DEGRADATION},
-    "weights": ((str, type(None)), lambda v: v in (None, "imagenet") or os.path.isfile(v),
+    **{name: (default, (int, float), lambda v: 0 <= v <= 1, "a probability in [0, 1] (0 = off)")
+       if name.endswith("_prob")
+       else (default, (list, tuple), partial(degradation.valid_range, name), degradation.range_expected(name))
+       for name, default in degradation.DEFAULT_DEGRADATION.items()},
+    "weights": (None, (str, type(None)), lambda v: v in (None, "imagenet") or os.path.isfile(v),
                 "None, 'imagenet' or an existing ResNet50 (no top) weights file"),
-    "bn_momentum": ((float,), lambda v: 0 < v < 1, "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
-    "early_stopping": ((int,), lambda v: v >= 0, "an integer >= 0 (patience in epochs; 0 = off)"),
-    "output_dir": ((str,), lambda v: bool(v), "a folder path"),
-    "time_budget_hours": ((int, float, type(None)), lambda v: v is None or v >= 0,
+    "bn_momentum": (0.99, (float,), lambda v: 0 < v < 1,
+                    "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
+    "early_stopping": (0, (int,), lambda v: v >= 0, "an integer >= 0 (patience in epochs; 0 = off)"),
+    "output_dir": ("runs/train", (str,), lambda v: bool(v), "a folder path"),
+    "time_budget_hours": (None, (int, float, type(None)), lambda v: v is None or v >= 0,
                           "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
 }
-# Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default.
-PARAMETER_DEFAULTS = {"time_budget_hours": None, "resize_mode": DEFAULT_RESIZE_MODE, "holdout_source": None,
-                      **degradation.DEFAULT_DEGRADATION}
+# Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default, and a
+# run recorded before one existed ran at it.
+ADDED_LATER = ("time_budget_hours", "resize_mode", "holdout_source", *degradation.DEFAULT_DEGRADATION)
+PARAMETER_DEFAULTS = {name: PARAMETERS[name][0] for name in ADDED_LATER}
 
-# Kept free after the last epoch: evaluation of the best checkpoint, the run record, the report and Kaggle's copy
-# of /kaggle/working.
-EVALUATION_RESERVE_HOURS = 0.5
 # The notebook imports this module in its first code cell: the session's clock for the time budget.
 SESSION_STARTED = time.time()
 
@@ -75,7 +78,7 @@ def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise ValueError(f"missing parameter(s): {', '.join(missing)}")
     params = {}
-    for name, (types, check, expected) in PARAMETERS.items():
+    for name, (_, types, check, expected) in PARAMETERS.items():
         value = namespace[name]
         if float in types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # papermill passes `-p val_split 1` style numbers as int
@@ -133,16 +136,6 @@ def setup_accelerator(seed: int) -> Any:
     print(f"accelerator: {describe_devices()} | strategy: {type(strategy).__name__} with "
           f"{strategy.num_replicas_in_sync} replica(s) | precision: {policy}", flush=True)
     return strategy
-
-
-def rehearsal_replicas() -> int:
-    """The replica count a rehearsal asks for through $KAGGLE_REHEARSAL_REPLICAS (0: not a rehearsal)."""
-    value = os.environ.get(REHEARSAL_REPLICAS_ENV, "").strip()
-    if not value:
-        return 0
-    if not value.isdigit() or int(value) < 2:
-        raise ValueError(f"${REHEARSAL_REPLICAS_ENV}={value!r} is invalid: expected an integer >= 2 (replicas)")
-    return int(value)
 
 
 def _rehearsal_strategy(replicas: int) -> Any:
@@ -230,6 +223,73 @@ class EpochLog(keras.callbacks.Callback):
             logs["images_per_second"] = self.train_images / seconds
 
 
+class ReplicaValidation(keras.callbacks.Callback):
+    """val_loss and val_accuracy over every validation image, on all replicas, in place of Keras' own validation.
+
+    Keras 3 cannot validate every split size under a strategy: it averages the first batch over the replicas, which
+    fails unless the batch splits evenly, and a replica given no image (a last batch smaller than the replicas)
+    fails in batch normalisation. Padding the batches would make Keras count the padding in val_loss. So the
+    epoch's validation runs here, on padded batches with the padding dropped from the outputs
+    (evaluation.replica_predictor), and the compiled loss and accuracy are taken per image, each image counted once.
+    Listed first, it fills the epoch's logs before the callbacks that read them (checkpoint, history, stopping).
+    """
+
+    def __init__(self, dataset: Any):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch, logs=None):
+        from utils.evaluation import replica_predictor
+
+        average_moving_statistics(self.model)  # so the model validated is the model checkpointed
+        labels, outputs = replica_predictor(self.model)(self.dataset)
+        if logs is not None:
+            logs.update(validation_logs(labels, outputs))
+
+
+def _batch_norms(layer: Any) -> list[Any]:
+    """The BatchNormalization layers in a layer and the models nested in it."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [layer]
+    return [norm for sub in getattr(layer, "layers", []) for norm in _batch_norms(sub)]
+
+
+def average_moving_statistics(model: keras.Model) -> int:
+    """Give every replica the mean of the replicas' batch-norm moving statistics; returns the variables averaged.
+
+    Under a strategy Keras 3 keeps the moving mean and variance as mirrored variables without aggregation: each
+    replica updates its own copy from its own batches, the copies drift apart, inference on a replica uses its own
+    and a saved model the first replica's. The mean (what tf.keras reported) makes them one again. Training steps
+    use batch statistics, so this changes no gradient.
+    """
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+    averaged = 0
+    for norm in _batch_norms(model):
+        for variable in (norm.moving_mean, norm.moving_variance):
+            copies = strategy.experimental_local_results(getattr(variable, "value", variable))
+            if len(copies) > 1:
+                mean = tf.add_n([tf.convert_to_tensor(copy) for copy in copies]) / len(copies)
+                for copy in copies:
+                    copy.assign(mean)
+                averaged += 1
+    return averaged
+
+
+def validation_logs(labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """val_loss and val_accuracy of softmax outputs [N, 2], the mean over images of compile_model's loss and metric."""
+    labels, outputs = np.asarray(labels, dtype=np.int64), np.asarray(outputs, dtype=np.float64)
+    if len(labels) == 0 or outputs.shape != (len(labels), len(data.CLASS_NAMES)):
+        raise ValueError(f"validation_logs needs labels [N] and softmax outputs [N, {len(data.CLASS_NAMES)}] with "
+                         f"N >= 1, got {labels.shape} and {outputs.shape}")
+    # Keras takes the cross-entropy of a softmax layer from its logits, unclipped; -log p equals it but where p
+    # underflows to 0, which is only kept finite here (its own clip to [1e-7, 1 - 1e-7] would differ).
+    p_true = np.maximum(outputs[np.arange(len(labels)), labels], np.finfo(np.float32).tiny)
+    return {"val_loss": float(np.mean(-np.log(p_true))),
+            "val_accuracy": float(np.mean(np.argmax(outputs, axis=1) == labels))}
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model with the lowest val_loss atomically; after a resume it remembers the best of the earlier epochs."""
 
@@ -303,32 +363,67 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
 
 # Parameters that may change between a run and its continuation in the same output folder.
 RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir", "time_budget_hours")
-# How deep under the input folder an attached kernel output is looked for (/kaggle/input/<slug>/ or, in newer
-# layouts, a few folders further down); the datasets' image folders lie deeper and are never listed.
-ATTACHED_SEARCH_DEPTH = 3
 
 
-def attached_run(output_dir: str | os.PathLike) -> Path | None:
-    """The same run folder in an attached earlier version's output (read-only under the input folder), if any.
+class ResumeNotFoundError(FileNotFoundError):
+    """A push asked to continue a run (--resume-from) whose folder is in none of the attached outputs."""
 
-    A pushed version starts on a fresh machine; `push --resume-from` attaches the previous version's output, where
-    the run folder sits at the same path relative to the working folder. A folder with a resume backup is preferred.
-    """
-    from utils.runtime import input_root, on_kaggle, working_root
 
-    if not on_kaggle():
-        return None
+def _working_relative(output_dir: str | os.PathLike) -> Path | None:
+    """The run folder relative to the working folder (where an attached output holds it too); None outside it."""
+    from utils.runtime import working_root
+
     try:
         relative = Path(output_dir).resolve().relative_to(working_root().resolve())
     except ValueError:
         return None  # an absolute output_dir outside the working folder is not returned by Kaggle either
-    root = input_root()
-    if not root.is_dir() or not relative.parts:
+    return relative if relative.parts else None
+
+
+def attached_run(output_dir: str | os.PathLike) -> Path | None:
+    """The same run folder in an attached earlier kernel's output (read-only under the input folder), if any.
+
+    A pushed version starts on a fresh machine; `push --resume-from` attaches the previous version's output
+    (notebooks/<owner>/<slug>/ since 2026, <slug>/ before: runtime.attached_sources), where the run folder sits at
+    the same path relative to the working folder. A folder with a resume backup is preferred, then the newest.
+    """
+    from utils.runtime import attached_sources, on_kaggle
+
+    relative = _working_relative(output_dir) if on_kaggle() else None
+    if relative is None:
         return None
-    found = [path.parent for depth in range(1, ATTACHED_SEARCH_DEPTH + 1)
-             for path in root.glob("/".join(["*"] * depth + [str(relative), "params.json"]))]
+    found = [source / relative for source in attached_sources() if (source / relative / "params.json").is_file()]
     found.sort(key=lambda folder: ((folder / "backup").is_dir(), (folder / "params.json").stat().st_mtime))
     return found[-1] if found else None
+
+
+def check_resume_attached(output_dir: str | os.PathLike) -> None:
+    """Raise ResumeNotFoundError when the push asked to resume (the build record's resume_from) and no run was attached.
+
+    Called before any data is scanned, so a resume that cannot happen costs seconds, not a session trained afresh.
+    """
+    from utils.runtime import NOTEBOOKS_MOUNT, build_record, describe_attached, input_root, parse_kernel_ref
+
+    ref = (build_record() or {}).get("resume_from")
+    if not ref:
+        return
+    relative = _working_relative(output_dir)
+    if relative is None:
+        raise ResumeNotFoundError(f"this kernel was pushed with --resume-from {ref}, but output_dir {output_dir} lies "
+                             "outside the working folder, which is all Kaggle returns and attaches: use a relative "
+                             "output_dir (e.g. 'train') in both versions")
+    owner, slug = parse_kernel_ref(ref)
+    raise ResumeNotFoundError(
+        f"this kernel was pushed with --resume-from {ref}, but no attached output holds its run folder {relative}/ "
+        f"(with params.json): looked for {NOTEBOOKS_MOUNT}/{owner or '<owner>'}/{slug}/[versions/<N>/]{relative}/ "
+        f"and {slug}/{relative}/ under {input_root()}. Stopped before any data was scanned. "
+        f"{describe_attached()}\nCheck that {ref} ran with the same output_dir and saved its output "
+        f"(python -m tools.kaggle pull {ref} shows it), or push without --resume-from to start afresh.")
+
+
+def _holds_run(output_dir: Path) -> bool:
+    """Whether the folder holds a run of its own to continue or reuse (a resume backup or a best checkpoint)."""
+    return (output_dir / "backup").exists() or (output_dir / "model.keras").exists()
 
 
 def copy_attached_run(source: Path, output_dir: Path) -> int:
@@ -347,17 +442,20 @@ def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> P
     """Create the run folder; refuse one holding a run with other parameters rather than overwrite its results.
 
     On Kaggle, an empty run folder is first filled from the same folder of an attached earlier version's output,
-    so training continues from its backup across sessions.
+    so training continues from its backup across sessions; a push that asked to resume and finds no such folder
+    stops here (check_resume_attached).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if not (output_dir / "backup").exists() and not (output_dir / "model.keras").exists():
+    if not _holds_run(output_dir):
         source = attached_run(output_dir)
-        if source is not None:
+        if source is None:
+            check_resume_attached(output_dir)
+        else:
             count = copy_attached_run(source, output_dir)
             print(f"continuing the run attached at {source} ({count} files copied into {output_dir})", flush=True)
     params_file = output_dir / "params.json"
-    if params_file.is_file() and ((output_dir / "model.keras").exists() or (output_dir / "backup").exists()):
+    if params_file.is_file() and _holds_run(output_dir):
         previous = json.loads(params_file.read_text())
         # A parameter added since that run was recorded ran at its default.
         changed = {k: (previous.get(k, PARAMETER_DEFAULTS.get(k)), v) for k, v in params.items()
@@ -378,7 +476,14 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     The history's attrs say whether training finished ("finished") and why it stopped early ("stopped"): a time
     budget (the time_budget_hours parameter, resolved by resolve_time_budget) counted from `started` (default:
     when the notebook imported this module) ends it after the last epoch that fits, keeping the resume backup.
+
+    A model built under a strategy of several replicas trains on batches filled up to a multiple of them
+    (data.fill_batches: every replica gets an equal share whatever the split's size) and is validated on every image
+    by ReplicaValidation in place of Keras' validation.
     """
+    from utils.data import fill_batches
+    from utils.evaluation import model_replicas
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv = output_dir / "backup", output_dir / "history.csv"
@@ -392,7 +497,12 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
         history_csv.unlink(missing_ok=True)
     else:
         print(f"resuming from {backup_dir}", flush=True)
+    validation = []
+    replicas = model_replicas(model)
+    if replicas > 1:
+        train_ds, validation, val_ds = fill_batches(train_ds, replicas), [ReplicaValidation(val_ds)], None
     callbacks = [
+        *validation,  # first: it fills the logs the others read
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         EpochLog(epochs, train_images),
         BestCheckpoint(output_dir / "model.keras", history_csv),

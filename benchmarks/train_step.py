@@ -1,0 +1,189 @@
+"""Train-step benchmark on any Keras 3 backend: the LeakyReLU-ResNet50 (utils.model.build_model, alpha 0.2) against
+the stock ReLU ResNet50 with the same augmentation, preprocessing and head, on one synthetic batch; images/s,
+achieved FLOP/s and the LeakyReLU / ReLU step-time ratio. Needs Keras and one backend: no TensorFlow unless it is the
+backend. Writes <out>/train-step-<device>-<backend>[-<precision>].json|md.
+
+Run from the repository root, e.g. `python -m benchmarks.train_step --backend jax --image-size 224 --batch-size 64
+--precision mixed_bfloat16`; `--help` lists flags. Defaults: 224 px, batch 64, 20 steps on an accelerator; 64 px,
+batch 8, 5 steps on a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/train_step.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import common  # noqa: E402
+from utils.runtime import REPO_ROOT  # noqa: E402
+
+BACKENDS = ("tensorflow", "jax", "torch")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
+# (image_size, batch_size, steps, warmup) when the flags are left out.
+ACCELERATOR_DEFAULTS = (224, 64, 20, 3)
+CPU_DEFAULTS = (64, 8, 5, 2)
+
+
+def _integer(minimum: int) -> Any:
+    """An argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags; sizes left out are chosen once the backend has named its device."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    parser.add_argument("--image-size", type=_integer(32), default=None,
+                        help="pixels (ResNet50 downsamples 32x); default 224 on an accelerator, 64 on a CPU")
+    parser.add_argument("--batch-size", type=_integer(1), default=None, help="default 64 on an accelerator, 8 on a CPU")
+    parser.add_argument("--steps", type=_integer(1), default=None, help="timed steps per model; default 20, 5 on a CPU")
+    parser.add_argument("--warmup", type=_integer(0), default=None,
+                        help="untimed steps per model first (the first one compiles); default 3, 2 on a CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="Keras dtype policy")
+    parser.add_argument("--seed", type=int, default=common.SEED, help="seed of the batch and the initial weights")
+    parser.add_argument("--notes", default="", help="free text kept in the record (e.g. 'shared machine')")
+    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench"), help="output folder")
+    parser.add_argument("--name", default=None, help="file name stem (default: train-step-<device>-<backend>...)")
+    return parser.parse_args(argv)
+
+
+def select_backend(backend: str) -> None:
+    """Make `backend` Keras' backend; it must happen before keras is first imported in this process."""
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != backend:
+            raise RuntimeError(f"--backend {backend}: keras is already imported here with backend "
+                               f"{keras.backend.backend()!r}; run the benchmark in a fresh process")
+    os.environ["KERAS_BACKEND"] = backend
+
+
+def accelerator(backend: str) -> dict[str, Any]:
+    """The device Keras trains on, as the backend itself names it: platform, name, version, device count."""
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()  # the default platform's: GPUs or TPUs when present, else the CPU ("cpu")
+        platform, name, count, version = devices[0].platform, devices[0].device_kind, len(devices), jax.__version__
+    elif backend == "torch":
+        import torch
+
+        version = torch.__version__
+        if torch.cuda.is_available():
+            platform, name, count = "gpu", torch.cuda.get_device_name(0), torch.cuda.device_count()
+        elif torch.backends.mps.is_available():
+            platform, name, count = "mps", "Apple MPS", 1
+        else:
+            platform, name, count = "cpu", "cpu", 1
+    else:
+        import tensorflow as tf
+
+        version = tf.__version__
+        gpus, tpus = tf.config.list_physical_devices("GPU"), tf.config.list_logical_devices("TPU")
+        if gpus:
+            platform, count = "gpu", len(gpus)
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        elif tpus:
+            platform, name, count = "tpu", "TPU", len(tpus)
+        else:
+            platform, name, count = "cpu", "cpu", 1
+    if platform == "cpu":
+        count = common.cpu_cores()  # the backend names no model for a CPU: the host record has it
+    return {"platform": platform, "name": name, "count": count, "backend_version": version, "label": _label(platform, name)}
+
+
+def _label(platform: str, name: str) -> str:
+    """A file-name-safe device label: 'cpu', 'gpu-H200', 'gpu-H100-80GB-HBM3', 'tpu-TPU-v5-lite'."""
+    if platform == "cpu":
+        return "cpu"
+    short = re.sub(r"^(NVIDIA|Tesla|AMD)\s+", "", name.strip())
+    return f"{platform}-" + (re.sub(r"[^A-Za-z0-9.]+", "-", short).strip("-") or "device")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure both models' train steps under args.backend and args.precision; returns the record."""
+    select_backend(args.backend)
+    import keras
+
+    start = time.perf_counter()
+    device = accelerator(args.backend)
+    defaults = CPU_DEFAULTS if device["platform"] == "cpu" else ACCELERATOR_DEFAULTS
+    sizes = dict(zip(("image_size", "batch_size", "steps", "warmup"), defaults))
+    sizes.update({key: value for key, value in vars(args).items() if key in sizes and value is not None})
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_global_policy(args.precision)
+    try:
+        result = common.bench_train_step(sizes["image_size"], sizes["batch_size"], sizes["steps"], sizes["warmup"],
+                                         args.seed)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return {"benchmark": "train_step", "backend": args.backend, "keras": keras.__version__,
+            "precision": args.precision, "device": device, "host": common.host(), "args": {**vars(args), **sizes},
+            "notes": args.notes, "train_step": result,
+            # Keras itself imports an installed TensorFlow for isinstance checks in config serialization, so this
+            # is False only where TensorFlow is absent (or hidden); our code never imports it for another backend.
+            "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
+            "peak_rss_mb": common.peak_rss_mb(), "total_seconds": round(time.perf_counter() - start, 1)}
+
+
+def record_stem(record: dict[str, Any]) -> str:
+    """train-step-<device label>-<backend>, with -<precision> unless float32."""
+    stem = f"train-step-{record['device']['label']}-{record['backend']}"
+    return stem if record["precision"] == "float32" else f"{stem}-{record['precision']}"
+
+
+def _tensorflow_note(record: dict[str, Any]) -> str:
+    """Whether TensorFlow was loaded, and by whom when it is not the backend."""
+    if not record["tensorflow_loaded"]:
+        return "no"
+    if record["backend"] == "tensorflow":
+        return "yes (the backend)"
+    return "yes, imported by Keras itself because it is installed (this benchmark never imports it)"
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    """The record as a short markdown report."""
+    d, h, t = record["device"], record["host"], record["train_step"]
+    lines = [f"# Train step: {record['backend']} on {d['label']}", "",
+             f"Backend {record['backend']} {d['backend_version']}, Keras {record['keras']}, precision "
+             f"{record['precision']}. Device, as the backend names it: {d['name']} ({d['count']} "
+             f"{'cores' if d['platform'] == 'cpu' else 'devices, the first one used'}). Host: {h['cpu_model']}, "
+             f"{h['cpu_cores']} cores, {h['ram_gb']} GB RAM, Python {h['python']}. TensorFlow in the process: "
+             f"{_tensorflow_note(record)}. Peak RSS {record['peak_rss_mb']} MB.", "",
+             f"{t['image_size']} px, batch {t['batch_size']}: median of {t['steps']} interleaved steps per model after "
+             f"{t['warmup_steps']} warm-up steps, on one synthetic batch (seed {record['args']['seed']}). Load "
+             f"average before {t['load_before']}, after {t['load_after']}.", ""]
+    if record["notes"]:
+        lines += [f"Notes: {record['notes']}", ""]
+    return "\n".join(lines + common.train_step_lines(t))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse flags, choose the backend, run, write the JSON and markdown records, print the markdown."""
+    args = parse_args(argv)
+    record = run(args)
+    json_path, md_path = common.write_record(record, to_markdown(record), args.out, args.name or record_stem(record))
+    print(to_markdown(record))
+    print(f"wrote {json_path} and {md_path}", flush=True)
+    return record
+
+
+if __name__ == "__main__":
+    main()
