@@ -242,9 +242,9 @@ def test_alpha_comparison_with_runs_sharing_an_alpha():
     best = comparison["best_alpha"]
     assert best["alpha"] == 0.1 and best["chosen_on"] == "val" and best["criterion"] == "val_log_loss"
     assert best["reported"]["accuracy"] == pytest.approx(0.90)  # its test numbers are only reported
-    table = analysis.paired_frame(paired)
+    table = analysis.paired_alpha_frame(paired)
     assert table.iloc[0]["difference [95% CI]"] == "+0.0500 [+0.0500, +0.0500]"
-    assert analysis.paired_frame(paired.iloc[:0]).empty
+    assert analysis.paired_alpha_frame(paired.iloc[:0]).empty
 
 
 def test_runs_with_the_same_data_share_one_baseline_fit(tiny_run):
@@ -283,7 +283,7 @@ def test_per_source_table_of_a_two_source_run(multi_run, tmp_path):
     recorded = json.loads((multi_run / "metrics.json").read_text())["by_source"]
     run = analysis.load_run(multi_run)
     assert run.warning is None and run.report_split == "test"
-    by_source = analysis.source_metrics(run, n_resamples=50)
+    by_source = analysis.source_intervals(run, n_resamples=50)
     assert {split: list(entries) for split, entries in by_source.items()} == {
         split: list(entries) for split, entries in recorded.items()}
     for split, entries in recorded.items():
@@ -293,7 +293,7 @@ def test_per_source_table_of_a_two_source_run(multi_run, tmp_path):
             for name in ("accuracy", "roc_auc"):
                 interval = entry["intervals"]["metrics"][name]
                 assert interval["low"] <= interval["estimate"] <= interval["high"], (split, source, name)
-    frame = analysis.source_frame({"multi": by_source})
+    frame = analysis.source_interval_frame({"multi": by_source})
     assert list(zip(frame["split"], frame["source"], frame["n"])) == [
         ("val", "140k-real-and-fake-faces", 2), ("val", "plain-faces", 2), ("test", "140k-real-and-fake-faces", 8)]
     assert frame["accuracy"].str.contains(r"^\d\.\d{3}(?: \[\d\.\d{3}, \d\.\d{3}\])?$").all()
@@ -316,15 +316,15 @@ def test_reindex_run_holds_out_the_recorded_source(tiny_dataset, second_source):
     assert pooled.holdout_source is None and pooled.test.counts() == {"real": 4, "fake": 4}
 
 
-def test_robustness_frame_keeps_the_grid_order():
+def test_robustness_by_run_keeps_the_grid_order():
     """Severities shared by two transforms (0.5: a blur sigma and a rescale factor) must not pull rows out of order."""
     import pandas as pd
 
-    from utils.analysis import robustness_frame
+    from utils.analysis import robustness_by_run
 
     grid = [("blur_sigma", s) for s in (0, 0.5, 1)] + [("rescale_factor", s) for s in (1, 0.75, 0.5)]
     tables = {name: pd.DataFrame([{"transform": t, "severity": s, "roc_auc": auc - i / 100, "accuracy": 0.5}
                                   for i, (t, s) in enumerate(grid)]) for name, auc in (("b", 0.9), ("a", 0.8))}
-    frame = robustness_frame(tables)
+    frame = robustness_by_run(tables)
     assert list(frame.index) == grid and list(frame.columns) == ["b", "a"]
     assert frame.loc[("rescale_factor", 0.5), "a"] == 0.8 - 5 / 100

@@ -19,6 +19,7 @@ from utils.evaluation import (
     alpha_summary,
     alpha_table,
     binary_metrics,
+    blur_images,
     bootstrap_intervals,
     choose_alpha,
     choose_threshold,
@@ -26,10 +27,9 @@ from utils.evaluation import (
     equal_error_rate,
     expected_calibration_error,
     format_interval,
-    gaussian_blur,
-    gaussian_noise,
     holm,
-    jpeg_recompress,
+    jpeg_images,
+    noise_images,
     paired_alpha_table,
     plot_alpha,
     plot_confusion_matrix,
@@ -38,7 +38,7 @@ from utils.evaluation import (
     plot_roc_pr,
     predict_proba,
     reliability_curve,
-    rescale,
+    rescale_images,
     robustness_table,
     sign_flip_test,
 )
@@ -192,23 +192,23 @@ def test_transform_grid_is_complete():
             assert out.shape == x.shape and out.dtype == np.float32
             assert out.min() >= 0 and out.max() <= 255
     with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
-        gaussian_blur(np.zeros((8, 8, 3)), 1)
+        blur_images(np.zeros((8, 8, 3)), 1)
 
 
 def test_jpeg_stronger_compression_changes_more():
     x = smooth_images()
-    err = {q: np.abs(jpeg_recompress(x, q) - x).mean() for q in (100, 90, 30)}
+    err = {q: np.abs(jpeg_images(x, q) - x).mean() for q in (100, 90, 30)}
     assert err[30] > err[90] > 0
     assert err[100] <= err[90]
-    assert np.array_equal(jpeg_recompress(x, 50), jpeg_recompress(x, 50))  # deterministic
+    assert np.array_equal(jpeg_images(x, 50), jpeg_images(x, 50))  # deterministic
 
 
 def test_blur_identity_monotone_and_low_pass():
     from scipy.ndimage import gaussian_filter
 
     x = smooth_images()
-    assert np.array_equal(gaussian_blur(x, 0), x)
-    blurred = {s: gaussian_blur(x, s) for s in (0.5, 1, 3)}
+    assert np.array_equal(blur_images(x, 0), x)
+    blurred = {s: blur_images(x, s) for s in (0.5, 1, 3)}
     change = {s: np.abs(b - x).mean() for s, b in blurred.items()}
     assert change[3] > change[1] > change[0.5] > 0
     energy = {s: high_frequency_energy(b) for s, b in blurred.items()}
@@ -217,31 +217,31 @@ def test_blur_identity_monotone_and_low_pass():
     # image allows (radius 4 on 5 px; wider kernels are cut to the image, utils.degradation.gaussian_blur).
     for images, sigma in ((x, 2), (smooth_images(1, size=5), 1)):
         reference = gaussian_filter(images.astype(np.float64), sigma=(0, sigma, sigma, 0), mode="reflect", truncate=4.0)
-        assert np.allclose(gaussian_blur(images, sigma), reference, atol=1e-2)
+        assert np.allclose(blur_images(images, sigma), reference, atol=1e-2)
     # A constant image stays constant (the kernel sums to one, the edges are mirrored).
     flat = np.full((1, 9, 9, 3), 77.0, dtype=np.float32)
-    assert np.allclose(gaussian_blur(flat, 2), 77.0, atol=1e-3)
+    assert np.allclose(blur_images(flat, 2), 77.0, atol=1e-3)
 
 
 def test_rescale_identity_and_monotone():
     x = smooth_images()
-    assert np.array_equal(rescale(x, 1), x)
-    err = {f: np.abs(rescale(x, f) - x).mean() for f in (0.75, 0.5, 0.25)}
+    assert np.array_equal(rescale_images(x, 1), x)
+    err = {f: np.abs(rescale_images(x, f) - x).mean() for f in (0.75, 0.5, 0.25)}
     assert err[0.25] > err[0.5] > err[0.75] > 0
-    assert rescale(smooth_images(1, size=30), 0.25).shape == (1, 30, 30, 3)  # odd sizes round-trip
+    assert rescale_images(smooth_images(1, size=30), 0.25).shape == (1, 30, 30, 3)  # odd sizes round-trip
     with pytest.raises(ValueError, match="factor"):
-        rescale(x, 2)
+        rescale_images(x, 2)
 
 
 def test_noise_identity_range_and_std():
     x = np.full((2, 64, 64, 3), 128.0, dtype=np.float32)
-    assert np.array_equal(gaussian_noise(x, 0), x)
-    noisy = gaussian_noise(x, 10, seed=1)
+    assert np.array_equal(noise_images(x, 0), x)
+    noisy = noise_images(x, 10, seed=1)
     assert np.std(noisy - x) == pytest.approx(10, rel=0.05)
     assert abs(np.mean(noisy - x)) < 0.5
-    assert np.array_equal(noisy, gaussian_noise(x, 10, seed=1))
-    assert not np.array_equal(noisy, gaussian_noise(x, 10, seed=2))
-    extreme = gaussian_noise(smooth_images(), 200)
+    assert np.array_equal(noisy, noise_images(x, 10, seed=1))
+    assert not np.array_equal(noisy, noise_images(x, 10, seed=2))
+    extreme = noise_images(smooth_images(), 200)
     assert extreme.min() == 0 and extreme.max() == 255
 
 

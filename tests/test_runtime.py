@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tools.notebook import parse_value
+from utils import run_files
 from utils.runtime import to_jsonable, write_atomic, write_json
 
 
@@ -131,7 +132,7 @@ def test_find_run_dirs_lists_the_training_run_folders(tmp_path):
 
     for run in ["train", "sweep/alpha-0", "sweep/alpha-0.2", ".cache/x"]:
         (tmp_path / run).mkdir(parents=True)
-        (tmp_path / run / runtime.RUN_RECORD).write_text("{}")
+        (tmp_path / run / run_files.METRICS).write_text("{}")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "params.json").write_text("{}")  # no metrics.json: no run
     assert runtime.find_run_dirs(tmp_path) == [tmp_path / "sweep/alpha-0", tmp_path / "sweep/alpha-0.2",

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tools.notebook import ANALYZE_NOTEBOOK
+from utils import run_files
 from utils.report import render_html
 from utils.runtime import (
     BUILD_RECORD,
@@ -834,7 +835,7 @@ def kernel_report(dest: Path, slug: str) -> Path | None:
     with contextlib.suppress(OSError, ValueError, AttributeError):
         stem = Path(json.loads((dest / BUILD_RECORD).read_text())["notebook"]).stem
     found = [path for path in dest.rglob("*.html") if path != dest / f"{slug}.html"]
-    found.sort(key=lambda path: (path.stem != stem, not (path.parent / "metrics.json").is_file(), len(path.parts),
+    found.sort(key=lambda path: (path.stem != stem, not (path.parent / run_files.METRICS).is_file(), len(path.parts),
                                  str(path)))
     return found[0] if found else None
 
@@ -871,12 +872,12 @@ def build_report(dest: Path, slug: str, state: str, log_text: str, report: Path)
         cells.append(new_markdown_cell("## The run failed\n\n" + (f"The notebook raised `{error}`; the end of the "
                                                                  "run log:" if error else "The end of the run log:")))
         cells.append(shown(new_output("stream", name="stderr", text=traceback_text(log_text) + "\n")))
-    for metrics in sorted(dest.rglob("metrics.json")):
+    for metrics in sorted(dest.rglob(run_files.METRICS)):
         with contextlib.suppress(OSError, ValueError):
             record = json.loads(metrics.read_text())
             cells.append(new_markdown_cell(f"## Run record `{metrics.relative_to(dest)}`"))
             cells.append(shown(new_output("display_data", data={"text/html": _html_table(_scalars(record))})))
-    for history in sorted(dest.rglob("history.csv")):
+    for history in sorted(dest.rglob(run_files.HISTORY)):
         rows = history.read_text().splitlines()
         cells.append(new_markdown_cell(f"## History `{history.relative_to(dest)}` (last epochs)"))
         cells.append(shown(new_output("stream", name="stdout", text="\n".join(rows[:1] + rows[1:][-10:]) + "\n")))
@@ -931,7 +932,7 @@ def pull(api: Any, ref: str, results_root: Path | None = None, state: str | None
 
 def run_finished(dest: Path) -> bool:
     """False when a pulled run's metrics.json says a time budget ended it early (a later session continues it)."""
-    for metrics in dest.rglob("metrics.json"):
+    for metrics in dest.rglob(run_files.METRICS):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             if json.loads(metrics.read_text()).get("finished") is False:
                 return False
@@ -960,7 +961,7 @@ def follow(api: Any, ref: str, args: argparse.Namespace) -> int:
 
 def _variant_seconds(dest: Path) -> float | None:
     """GPU seconds a pulled run took by its own record (training plus this execution's wall time), None unknown."""
-    for metrics in dest.rglob("metrics.json"):
+    for metrics in dest.rglob(run_files.METRICS):
         with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
             return float(json.loads(metrics.read_text()).get("wall_time_seconds"))
     return None
@@ -1101,7 +1102,7 @@ def measured_epoch_seconds(results: Path, slugs: list[str]) -> float | None:
     """Seconds per training epoch as this sweep's pulled runs recorded them (their mean), None before any."""
     rates = []
     for slug in slugs:
-        for metrics in (Path(results) / slug).rglob("metrics.json"):
+        for metrics in (Path(results) / slug).rglob(run_files.METRICS):
             with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError, ZeroDivisionError):
                 record = json.loads(metrics.read_text())
                 rates.append(float(record["training_seconds"]) / int(record["epochs_run"]))
@@ -1459,7 +1460,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return code
 
 
-def parser() -> argparse.ArgumentParser:
+def kaggle_parser() -> argparse.ArgumentParser:
     """The command line of python -m tools.kaggle."""
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--wait", action="store_true", help="poll the status until the run ends")
@@ -1540,7 +1541,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: push / sweep / analyze / status / pull / rehearse; errors: one line on stderr, a non-zero exit."""
-    args = parser().parse_args(argv)
+    args = kaggle_parser().parse_args(argv)
     try:
         return args.func(args)
     except KaggleError as exc:

@@ -11,12 +11,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from utils import data, evaluation, probes
+from utils import data, evaluation, probes, run_files
 from utils.data import CLASS_NAMES, Split, cap_split
 from utils.runtime import to_jsonable, write_json
 
 THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (evaluation.choose_threshold)
-THRESHOLD_FILE = "threshold.json"  # written into a run folder by the analysis; utils.predict reads it
 ECE_BINS = 15
 PREDICT_BATCH = 64
 BASELINE_TRAIN_IMAGES = 1000  # per class of the run's train split that the spectrum-probe baseline is fit on
@@ -74,7 +73,7 @@ class Run:
 def read_run(run_dir: str | os.PathLike) -> dict:
     """metrics.json of a training run folder, checked for what the analysis needs (params, model.keras)."""
     run_dir = Path(run_dir)
-    metrics_path, model_path = run_dir / "metrics.json", run_dir / "model.keras"
+    metrics_path, model_path = run_dir / run_files.METRICS, run_dir / run_files.MODEL
     if not metrics_path.is_file() or not model_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished training run: expected metrics.json and model.keras "
                                 f"(the output_dir of notebooks/train.ipynb)")
@@ -107,7 +106,7 @@ def resolve_run_dirs(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
         runs = runtime.find_run_dirs(attached)
         if not runs:
             raise FileNotFoundError(f"run_dirs entry {str(entry)!r}: the attached output {attached} holds no training "
-                                    f"run (no {runtime.RUN_RECORD}); did that kernel finish?")
+                                    f"run (no {run_files.METRICS}); did that kernel finish?")
         found += [str(run) for run in runs]
     return found
 
@@ -173,7 +172,7 @@ def load_run(run_dir: str | os.PathLike, data_dir: str | Sequence[str] | None = 
 
     run_dir = Path(run_dir)
     record = read_run(run_dir)
-    model = load_model(run_dir / "model.keras")
+    model = load_model(run_dir / run_files.MODEL)
     index = reindex_run(record, data_dir)
     report_split = "test" if index.test is not None else "val"
     seed = int(record["params"]["seed"])
@@ -241,7 +240,7 @@ def record_threshold(run: Run, threshold: float | None) -> Path | None:
     payload = {"threshold": float(threshold), "method": THRESHOLD_METHOD, "chosen_on": "val",
                "n_val": int(len(run.y["val"]))}
     try:
-        return write_json(run.run_dir / THRESHOLD_FILE, payload)
+        return write_json(run.run_dir / run_files.THRESHOLD, payload)
     except OSError:  # a read-only run folder (e.g. an attached Kaggle dataset): the analysis still holds the value
         return None
 
@@ -292,8 +291,8 @@ def plot_calibration(run: Run, out: str | os.PathLike | None = None):
 
 # ------------------------------------------------------------------------------------------------ per source
 
-def source_metrics(run: Run, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES,
-                   threshold: float = 0.5) -> dict[str, dict[str, dict]]:
+def source_intervals(run: Run, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES,
+                     threshold: float = 0.5) -> dict[str, dict[str, dict]]:
     """Per evaluated split (val, report split) and source: metrics with bootstrap intervals; {} for one source.
 
     Read off the run's predictions (no new inference) by training.source_metrics, which the training run's own
@@ -306,7 +305,7 @@ def source_metrics(run: Run, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES,
                                    threshold, n_resamples)
 
 
-def source_frame(by_source: Mapping[str, Mapping[str, Mapping[str, Any]]], digits: int = 3) -> pd.DataFrame:
+def source_interval_frame(by_source: Mapping[str, Mapping[str, Mapping[str, Any]]], digits: int = 3) -> pd.DataFrame:
     """One row per (run, split, source): n, accuracy and ROC AUC as "estimate [low, high]" at threshold 0.5."""
     rows = []
     for name, splits in by_source.items():
@@ -339,7 +338,7 @@ def robustness(run: Run, grid: Mapping[str, Iterable[float]] = evaluation.ROBUST
 
 # ------------------------------------------------------------------------------------------------ Grad-CAM
 
-def robustness_frame(tables: Mapping[str, pd.DataFrame], metric: str = "roc_auc") -> pd.DataFrame:
+def robustness_by_run(tables: Mapping[str, pd.DataFrame], metric: str = "roc_auc") -> pd.DataFrame:
     """One row per transform and severity in the grid's order (clean setting first), one column per run."""
     long = pd.concat(tables, names=["run"]).reset_index(level=0)
     wide = long.pivot_table(index=["transform", "severity"], columns="run", values=metric, sort=False)
@@ -580,7 +579,7 @@ def alpha_comparison(df: pd.DataFrame, baseline_alpha: float = 0.0) -> dict[str,
             "interval": "Student-t 95% interval of the mean paired difference", "correction": "Holm"}
 
 
-def paired_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+def paired_alpha_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """The paired alpha table for a report: difference with its interval as text, p-values, pairs and minimum p."""
     if paired.empty:
         return pd.DataFrame(columns=["alpha", "metric", "pairs", "ReLU mean", "alpha mean", "difference [95% CI]",
@@ -613,7 +612,7 @@ def analyze_run(run_dir: str | os.PathLike, data_dir: str | None = None, extra_d
     gradcam, _ = gradcam_figures(run, gradcam_samples, out=out) if gradcam_samples > 0 else ({}, [])
     extra = extra_datasets(run, extra_data_dirs, max_images, held["val_threshold"], n_resamples=n_resamples)
     probe = spectrum_baseline(run, extra_data_dirs, max_images, n_resamples=n_resamples) if baseline else None
-    by_source = source_metrics(run, n_resamples)
+    by_source = source_intervals(run, n_resamples)
     return to_jsonable(run_summary(run, held, table, gradcam, extra, probe, by_source))
 
 

@@ -84,7 +84,7 @@ def gaussian_blur(image: Any, sigma: Any, max_sigma: float | None = None) -> Any
 
     The kernel's radius must be static in a tf.data graph: 4 x max_sigma (the range's high end; sigma itself when
     it is a number), at most the image's side less one so the mirrored padding exists (scipy's "reflect"). The
-    robustness test (utils.evaluation.gaussian_blur) calls this same op.
+    robustness test (utils.evaluation.blur_images) calls this same op.
     """
     import tensorflow as tf
 

@@ -24,7 +24,7 @@ ROBUSTNESS_GRID: dict[str, list[float]] = {
 # Input checks
 # ----------------------------------------------------------------------------------------------------------------
 
-def _check_scores(y_true: Any, p_fake: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_scores(y_true: Any, p_fake: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validated 1-D int labels in {0, 1} and float P(fake) in [0, 1] of the same length."""
     y = np.asarray(y_true)
     p = np.asarray(p_fake, dtype=np.float64)
@@ -62,7 +62,7 @@ def equal_error_rate(y_true: Any, p_fake: Any) -> tuple[float, float]:
     """(EER, threshold) where the false-positive and false-negative rates cross on the ROC curve, linearly interpolated."""
     from sklearn.metrics import roc_curve
 
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     if not _both_classes(y):
         raise ValueError("the equal error rate needs both real (0) and fake (1) labels in y_true")
     # Every threshold kept, so the interpolation runs between neighbouring operating points.
@@ -95,7 +95,7 @@ def binary_metrics(y_true: Any, p_fake: Any, threshold: float = 0.5) -> dict[str
         roc_auc_score,
     )
 
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     # ">= threshold is fake" matches sklearn's roc_curve, so a threshold read off the curve reproduces its rates.
     pred = (p >= threshold).astype(np.int64)
     cm = confusion_matrix(y, pred, labels=[0, 1])
@@ -125,7 +125,7 @@ def choose_threshold(y_true: Any, p_fake: Any, method: str = "youden") -> float:
     """Decision threshold on P(fake) chosen on validation data: max Youden's J (TPR - FPR, mid-gap) or the EER point."""
     from sklearn.metrics import roc_curve
 
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     if not _both_classes(y):
         raise ValueError("choose_threshold needs both real (0) and fake (1) labels in y_true")
     if method == "eer":
@@ -153,7 +153,7 @@ def choose_threshold(y_true: Any, p_fake: Any, method: str = "youden") -> float:
 
 def reliability_curve(y_true: Any, p_fake: Any, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Equal-width bins over [0, 1] of P(fake): bin_centers, mean_predicted, fraction_fake (NaN when empty), counts."""
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
     n_bins = int(n_bins)
@@ -195,14 +195,14 @@ def _degrade_each(name: str, images: Any, strength: float, seed: int = 0) -> np.
     return np.stack(out).astype(np.float32) if out else x.copy()
 
 
-def jpeg_recompress(images: Any, quality: int) -> np.ndarray:
+def jpeg_images(images: Any, quality: int) -> np.ndarray:
     """Encode each image as JPEG at `quality` (1..100, 4:2:0 chroma like PIL's default) and decode it."""
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
     return _degrade_each("jpeg", images, int(quality))
 
 
-def gaussian_blur(images: Any, sigma: float) -> np.ndarray:
+def blur_images(images: Any, sigma: float) -> np.ndarray:
     """Separable Gaussian blur of standard deviation `sigma` pixels over H and W; sigma 0 returns the input unchanged."""
     x = _check_images(images)
     if sigma < 0:
@@ -210,7 +210,7 @@ def gaussian_blur(images: Any, sigma: float) -> np.ndarray:
     return x.copy() if sigma == 0 else _degrade_each("blur", x, float(sigma))
 
 
-def rescale(images: Any, factor: float) -> np.ndarray:
+def rescale_images(images: Any, factor: float) -> np.ndarray:
     """Downscale by `factor` (0 < factor <= 1, bilinear with antialiasing) and upscale back; factor 1 is the identity."""
     x = _check_images(images)
     if not 0 < factor <= 1:
@@ -218,7 +218,7 @@ def rescale(images: Any, factor: float) -> np.ndarray:
     return x.copy() if factor == 1 else _degrade_each("rescale", x, float(factor))
 
 
-def gaussian_noise(images: Any, sigma: float, seed: int = 0) -> np.ndarray:
+def noise_images(images: Any, sigma: float, seed: int = 0) -> np.ndarray:
     """Add i.i.d. Gaussian noise of std `sigma` (0..255 scale, seeded) and clip to 0..255; sigma 0 is the identity."""
     x = _check_images(images)
     if sigma < 0:
@@ -229,10 +229,10 @@ def gaussian_noise(images: Any, sigma: float, seed: int = 0) -> np.ndarray:
 # The robustness test degrades with the very ops training may degrade with (utils.degradation), so a blur sigma or a
 # JPEG quality means the same thing in both.
 TRANSFORMS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
-    "jpeg_quality": jpeg_recompress,
-    "blur_sigma": gaussian_blur,
-    "rescale_factor": rescale,
-    "noise_sigma": gaussian_noise,
+    "jpeg_quality": jpeg_images,
+    "blur_sigma": blur_images,
+    "rescale_factor": rescale_images,
+    "noise_sigma": noise_images,
 }
 
 
@@ -411,7 +411,7 @@ def bootstrap_intervals(y_true: Any, p_fake: Any, threshold: float = 0.5, n_resa
     resample is too and the interval collapses onto the estimate: a bootstrap cannot show the uncertainty of a
     perfect score (the rule of three bounds the error rate by 3/n at 95% instead); the reports say so.
     """
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     if int(n_resamples) < 1:
         raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
     if not 0 < level < 1:
@@ -681,7 +681,7 @@ def plot_roc_pr(y_true: Any, p_fake: Any = None, path: str | os.PathLike | None 
     fig, axes = new_figure(1, 2)
     roc_ax, pr_ax = axes[0]
     for name, (y, p) in curves.items():
-        y, p = _check_scores(y, p)
+        y, p = check_scores(y, p)
         if not _both_classes(y):
             raise ValueError(f"curve {name!r} needs both real (0) and fake (1) labels")
         fpr, tpr, _ = roc_curve(y, p)

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from utils.evaluation import check_scores
 from utils.figures import finish, new_figure
 from utils.model import gradcam_layer
 
@@ -134,22 +135,13 @@ def plot_gradcam_grid(images: Any, heatmaps: Any, titles: Sequence[str] | None =
     return fig
 
 
-def _check_scores(y_true: Any, p_fake: Any) -> tuple[np.ndarray, np.ndarray]:
-    """1-D int labels and float P(fake) of equal length."""
-    y = np.asarray(y_true).astype(np.int64).reshape(-1)
-    p = np.asarray(p_fake, dtype=np.float64).reshape(-1)
-    if len(y) != len(p):
-        raise ValueError(f"y_true and p_fake must have the same length, got {len(y)} and {len(p)}")
-    return y, p
-
-
 def select_examples(y_true: Any, p_fake: Any, threshold: float = 0.5, per_group: int = 2) -> dict[str, list[int]]:
     """Indices of the most confident `per_group` images in each group: true_real, true_fake, false_real, false_fake.
 
     false_real = a fake predicted real, false_fake = a real predicted fake; prediction is fake when P(fake) >= threshold.
     Correct groups are ranked by confidence in the right class, mistakes by confidence in the wrong one.
     """
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     pred = p >= threshold
     # Key of each group: which images belong, and the sort key (ascending) that puts the most confident first.
     groups = {
@@ -168,7 +160,7 @@ def select_examples(y_true: Any, p_fake: Any, threshold: float = 0.5, per_group:
 
 def most_confident_mistakes(y_true: Any, p_fake: Any, k: int = 8, threshold: float = 0.5) -> np.ndarray:
     """Indices of up to `k` misclassified images, most probability on the wrong class first."""
-    y, p = _check_scores(y_true, p_fake)
+    y, p = check_scores(y_true, p_fake)
     wrong = (p >= threshold).astype(np.int64) != y
     wrong_prob = np.where(y == 1, 1.0 - p, p)  # probability the model gave the wrong class
     idx = np.flatnonzero(wrong)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from utils.analysis import THRESHOLD_FILE  # written beside model.keras by the analysis
+from utils import run_files
 from utils.data import CLASS_NAMES, DEFAULT_RESIZE_MODE, IMAGE_EXTENSIONS, run_resize_mode, scan_files
 from utils.runtime import write_atomic
 
@@ -40,7 +40,7 @@ def collect_paths(inputs: Sequence[str | os.PathLike]) -> tuple[list[str], list[
 
 def recorded_threshold(model_path: str | os.PathLike) -> float | None:
     """The validation-chosen threshold the analysis recorded in the model's run folder (threshold.json), if any."""
-    record = Path(model_path).resolve().parent / THRESHOLD_FILE
+    record = Path(model_path).resolve().parent / run_files.THRESHOLD
     try:
         value = json.loads(record.read_text())["threshold"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -55,7 +55,7 @@ def recorded_resize_mode(model_path: str | os.PathLike) -> str:
     without a run folder around it.
     """
     folder = Path(model_path).resolve().parent
-    for name, key in (("params.json", None), ("metrics.json", "params")):
+    for name, key in ((run_files.PARAMS, None), (run_files.METRICS, "params")):
         try:
             record = json.loads((folder / name).read_text())
         except (OSError, ValueError):
@@ -132,7 +132,7 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def parser() -> argparse.ArgumentParser:
+def predict_parser() -> argparse.ArgumentParser:
     """Command-line interface of python -m utils.predict."""
     p = argparse.ArgumentParser(
         prog="python -m utils.predict",
@@ -143,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the predictions to this CSV file (path, p_fake, label)")
     p.add_argument("--threshold", type=float, default=None,
                    help="P(fake) at or above which an image is labelled fake; default: the validation-chosen "
-                        f"threshold in the run folder's {THRESHOLD_FILE} (written by the analysis notebook), "
+                        f"threshold in the run folder's {run_files.THRESHOLD} (written by the analysis notebook), "
                         f"else {DEFAULT_THRESHOLD}")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     p.add_argument("--progress-every", type=int, default=PROGRESS_EVERY,
@@ -153,13 +153,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: python -m utils.predict --model RUN/model.keras PATH [PATH ...] [--csv OUT.csv]."""
-    args = parser().parse_args(argv)
+    args = predict_parser().parse_args(argv)
     if args.batch_size < 1:
-        parser().error(f"--batch-size must be >= 1, got {args.batch_size}")
+        predict_parser().error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
-        parser().error(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+        predict_parser().error(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     if not os.path.isfile(args.model):
-        parser().error(f"--model {args.model} is not a file (expected a training run's model.keras)")
+        predict_parser().error(f"--model {args.model} is not a file (expected a training run's model.keras)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from utils.model import load_model
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold, source = args.threshold, "--threshold"
     if threshold is None:
         threshold = recorded_threshold(args.model)
-        source = f"validation-chosen ({THRESHOLD_FILE})"
+        source = f"validation-chosen ({run_files.THRESHOLD})"
         if threshold is None:
             threshold, source = DEFAULT_THRESHOLD, "default"
     resize_mode = recorded_resize_mode(args.model)

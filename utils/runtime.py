@@ -1,7 +1,7 @@
 """The kernel's runtime: am I on Kaggle, its input and working folders (what is attached, in either mount layout),
 the push's build record and accelerator check, where outputs go, quiet logs, atomic records.
 
-The bottom of the import graph: every other module may import it, it imports none of them.
+The bottom of the import graph: every other module may import it, it imports none of them but run_files (names).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from utils import run_files
 
 KAGGLE_WORKING = Path("/kaggle/working")
 KAGGLE_INPUT = Path("/kaggle/input")
@@ -34,7 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # asked for (commit, params, notebook, slug, "accelerator": "gpu"/"tpu"/"none", "resume_from": a kernel ref or null).
 BUILD_RECORD = "kaggle-build.json"
 ACCELERATORS = ("gpu", "tpu", "none")
-RUN_RECORD = "metrics.json"  # what makes a folder a training run (utils.training.run_record writes it)
 # Where Kaggle mounts what a kernel attaches, under the input folder: since 2026 datasets/<owner>/<slug> and
 # notebooks/<owner>/<slug> (an earlier kernel's output), some with versions/<N> below; older kernels saw <slug>.
 DATASETS_MOUNT, NOTEBOOKS_MOUNT = "datasets", "notebooks"
@@ -185,11 +186,11 @@ def attached_output(ref: str) -> Path | None:
 
 
 def find_run_dirs(folder: str | os.PathLike) -> list[Path]:
-    """The training run folders (holding RUN_RECORD) in `folder` and below it, sorted by path."""
+    """The training run folders (holding run_files.METRICS) in `folder` and below it, sorted by path."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder: expected a kernel's output holding training run folders")
-    return sorted(path.parent for path in folder.rglob(RUN_RECORD)
+    return sorted(path.parent for path in folder.rglob(run_files.METRICS)
                   if path.is_file() and not any(p.startswith(".") for p in path.relative_to(folder).parts))
 
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from utils import data, degradation, synthetic
+from utils import data, degradation, run_files, synthetic
 from utils.data import DEFAULT_RESIZE_MODE, RESIZE_MODES
 from utils.figures import finish, new_figure
 from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, rehearsal_replicas, write_json
@@ -392,8 +392,8 @@ def attached_run(output_dir: str | os.PathLike) -> Path | None:
     relative = _working_relative(output_dir) if on_kaggle() else None
     if relative is None:
         return None
-    found = [source / relative for source in attached_sources() if (source / relative / "params.json").is_file()]
-    found.sort(key=lambda folder: ((folder / "backup").is_dir(), (folder / "params.json").stat().st_mtime))
+    found = [source / relative for source in attached_sources() if (source / relative / run_files.PARAMS).is_file()]
+    found.sort(key=lambda folder: ((folder / run_files.BACKUP).is_dir(), (folder / run_files.PARAMS).stat().st_mtime))
     return found[-1] if found else None
 
 
@@ -423,7 +423,7 @@ def check_resume_attached(output_dir: str | os.PathLike) -> None:
 
 def _holds_run(output_dir: Path) -> bool:
     """Whether the folder holds a run of its own to continue or reuse (a resume backup or a best checkpoint)."""
-    return (output_dir / "backup").exists() or (output_dir / "model.keras").exists()
+    return (output_dir / run_files.BACKUP).exists() or (output_dir / run_files.MODEL).exists()
 
 
 def copy_attached_run(source: Path, output_dir: Path) -> int:
@@ -454,7 +454,7 @@ def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> P
         else:
             count = copy_attached_run(source, output_dir)
             print(f"continuing the run attached at {source} ({count} files copied into {output_dir})", flush=True)
-    params_file = output_dir / "params.json"
+    params_file = output_dir / run_files.PARAMS
     if params_file.is_file() and _holds_run(output_dir):
         previous = json.loads(params_file.read_text())
         # A parameter added since that run was recorded ran at its default.
@@ -486,9 +486,9 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    backup_dir, history_csv = output_dir / "backup", output_dir / "history.csv"
+    backup_dir, history_csv = output_dir / run_files.BACKUP, output_dir / run_files.HISTORY
     done = read_history(history_csv)
-    if not backup_dir.exists() and len(done) >= epochs and (output_dir / "model.keras").exists():
+    if not backup_dir.exists() and len(done) >= epochs and (output_dir / run_files.MODEL).exists():
         print(f"training already complete in {output_dir} ({len(done)} epochs); reusing it", flush=True)
         done.attrs.update(finished=True, stopped=None)
         return done
@@ -505,7 +505,7 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
         *validation,  # first: it fills the logs the others read
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         EpochLog(epochs, train_images),
-        BestCheckpoint(output_dir / "model.keras", history_csv),
+        BestCheckpoint(output_dir / run_files.MODEL, history_csv),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
     ]
     if early_stopping:
@@ -617,11 +617,11 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
 def clean_backup(output_dir: str | os.PathLike) -> None:
     """Remove the resume backup once the run has finished and its record is written (kept while it is unfinished)."""
     try:
-        finished = json.loads((Path(output_dir) / "metrics.json").read_text()).get("finished", True)
+        finished = json.loads((Path(output_dir) / run_files.METRICS).read_text()).get("finished", True)
     except (OSError, ValueError, AttributeError):
         finished = True
     if finished is False:
         print(f"unfinished run: {Path(output_dir) / 'backup'} kept for the next session "
               "(python -m tools.kaggle push ... --resume-from SLUG)", flush=True)
         return
-    shutil.rmtree(Path(output_dir) / "backup", ignore_errors=True)
+    shutil.rmtree(Path(output_dir) / run_files.BACKUP, ignore_errors=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
 
-from utils import study
+from utils import conditions
 
 GRID = {"jpeg_quality": [100, 30], "blur_sigma": [0, 2], "rescale_factor": [1, 0.5]}
 DEGRADED = {"blur_prob": 0.5, "jpeg_prob": 0.5}
@@ -58,27 +58,27 @@ def analyses(tmp_path):
 
 
 def test_condition_comes_from_the_parameters():
-    assert study.condition({}) == "resize"  # runs recorded before resize_mode existed were resized
-    assert study.condition({"resize_mode": "crop"}) == "crop"
-    assert study.condition({"resize_mode": "resize", "blur_prob": 0.5}) == "resize + degradations"
-    assert study.condition({"resize_mode": "crop", "noise_prob": 0.1, "blur_prob": 0.0}) == "crop + degradations"
+    assert conditions.condition({}) == "resize"  # runs recorded before resize_mode existed were resized
+    assert conditions.condition({"resize_mode": "crop"}) == "crop"
+    assert conditions.condition({"resize_mode": "resize", "blur_prob": 0.5}) == "resize + degradations"
+    assert conditions.condition({"resize_mode": "crop", "noise_prob": 0.1, "blur_prob": 0.0}) == "crop + degradations"
 
 
-def test_runs_and_robustness_frames_group_by_recorded_condition(analyses):
-    records = study.load_analyses(analyses)
-    runs = study.runs_frame(records)
+def test_runs_and_robustness_records_group_by_recorded_condition(analyses):
+    records = conditions.load_analyses(analyses)
+    runs = conditions.runs_frame(records)
     counts = runs.groupby(["dataset", "condition"]).size().to_dict()
     assert counts == {("default", "resize"): 3, ("default", "resize + degradations"): 3,
                       ("faces", "crop"): 3, ("faces", "resize"): 3}
     assert set(runs.loc[runs["condition"] == "resize + degradations", "run"]) == {"resize-42", "resize-43", "resize-44"}
     assert runs["roc_auc on synthetic:nearest"].notna().all()
-    robustness = study.robustness_frame(records)
+    robustness = conditions.robustness_records(records)
     assert len(robustness) == 12 * 6  # 12 runs x 6 settings
 
 
 def test_severity_table_means_intervals_and_grid_order(analyses):
-    robustness = study.robustness_frame(study.load_analyses(analyses))
-    table = study.severity_table(robustness)
+    robustness = conditions.robustness_records(conditions.load_analyses(analyses))
+    table = conditions.severity_table(robustness)
     default = table.loc["default"]
     # The grid's order (clean first), not sorted: rescale 1 before 0.5, JPEG 100 before 30.
     assert list(default.index) == [(t, float(s)) for t, ss in GRID.items() for s in ss]
@@ -91,7 +91,7 @@ def test_severity_table_means_intervals_and_grid_order(analyses):
 
 
 def test_paired_severity_differences_against_the_baseline(analyses):
-    paired = study.paired_severity(study.robustness_frame(study.load_analyses(analyses)))
+    paired = conditions.paired_severity(conditions.robustness_records(conditions.load_analyses(analyses)))
     blur = paired[(paired["dataset"] == "default") & (paired["metric"] == "blur_sigma 2")].iloc[0]
     assert blur["condition"] == "resize + degradations" and blur["n_pairs"] == 3
     assert blur["mean_diff"] == pytest.approx(0.25)  # gains 0.20, 0.25, 0.30 on the same seeds
@@ -100,19 +100,19 @@ def test_paired_severity_differences_against_the_baseline(analyses):
     assert clean["mean_diff"] == pytest.approx(0.0) and clean["p_value"] == 1.0
     crop = paired[(paired["dataset"] == "faces") & (paired["metric"] == "blur_sigma 2")].iloc[0]
     assert crop["condition"] == "crop" and crop["mean_diff"] == pytest.approx(0.1)
-    assert len(study.paired_frame(paired)) == len(paired) == 2 * 6
+    assert len(conditions.paired_condition_frame(paired)) == len(paired) == 2 * 6
 
 
 def test_same_seed_twice_counts_once_and_mixed_alphas_are_refused(tmp_path):
     twice = {name: _summary("d", 42, {}, _auc(42, 0.0)) for name in ("demo", "seed-42")}
     twice["seed-43"] = _summary("d", 43, {}, _auc(43, 0.0))
-    robustness = study.robustness_frame(study.load_analyses([_write_analysis(tmp_path / "a", twice)]))
-    assert study.severity_table(robustness).columns.tolist() == ["resize (n=2)"]
+    robustness = conditions.robustness_records(conditions.load_analyses([_write_analysis(tmp_path / "a", twice)]))
+    assert conditions.severity_table(robustness).columns.tolist() == ["resize (n=2)"]
     mixed = {"relu": _summary("d", 42, {}, _auc(42, 0.0), alpha=0.0), "leaky": _summary("d", 42, {}, _auc(42, 0.0))}
     with pytest.raises(ValueError, match="several alphas"):
-        study.runs_frame(study.load_analyses([_write_analysis(tmp_path / "b", mixed)]))
+        conditions.runs_frame(conditions.load_analyses([_write_analysis(tmp_path / "b", mixed)]))
     with pytest.raises(FileNotFoundError, match="analysis.json does not exist"):
-        study.load_analyses([tmp_path / "nowhere"])
+        conditions.load_analyses([tmp_path / "nowhere"])
 
 
 @pytest.mark.slow

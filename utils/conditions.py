@@ -1,4 +1,4 @@
-"""Study: training conditions (resize, crop, train-time degradations) compared over seeds, from analysis.json files.
+"""Training conditions (resize, crop, train-time degradations) compared over seeds, from analysis.json files.
 
 Every number here was computed by notebooks/analyze.ipynb on each run; this module only groups the runs by the
 condition their own parameters record (never by folder name) and compares conditions seed by seed.
@@ -17,7 +17,7 @@ from utils import data, degradation, evaluation
 from utils.figures import finish, new_figure
 
 BASELINE_CONDITION = "resize"  # the study's protocol: whole image resized, no degradations
-SUMMARY_METRICS = ("accuracy", "roc_auc")  # per run on its report split at threshold 0.5
+CONDITION_METRICS = ("accuracy", "roc_auc")  # per run on its report split at threshold 0.5
 
 
 def condition(params: Mapping[str, Any]) -> str:
@@ -67,14 +67,14 @@ def runs_frame(analyses: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             held = summary["held_out"]
             row = {**_run_key(summary), "run": name, "report_split": held["report_split"],
                    "optimistic": bool(held.get("optimistic")),
-                   **{metric: held["metrics"][metric] for metric in SUMMARY_METRICS}}
+                   **{metric: held["metrics"][metric] for metric in CONDITION_METRICS}}
             for source, result in (summary.get("extra") or {}).items():
                 row[f"roc_auc on {source}"] = result["metrics"]["roc_auc"]
             rows.append(row)
     return _check_one_alpha(pd.DataFrame(rows))
 
 
-def robustness_frame(analyses: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def robustness_records(analyses: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Long table: one row per run, transform and severity, with ROC AUC and accuracy (analyze.ipynb's rows)."""
     rows = [{**_run_key(summary), "run": name, **entry}
             for record in analyses for name, summary in record["runs"].items()
@@ -134,7 +134,7 @@ def paired_severity(robustness: pd.DataFrame, baseline: str = BASELINE_CONDITION
                                                   "min_p", "p_holm"]]
 
 
-def paired_frame(paired: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+def paired_condition_frame(paired: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """paired_severity for reading: the difference with its interval in one cell, p-values rounded."""
     if paired.empty:
         return paired
@@ -147,7 +147,7 @@ def paired_frame(paired: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Per dataset and condition: seeds, report split, and every numeric metric as mean [t 95% interval] over seeds."""
-    metrics = [c for c in runs.columns if c in SUMMARY_METRICS or c.startswith("roc_auc on ")]
+    metrics = [c for c in runs.columns if c in CONDITION_METRICS or c.startswith("roc_auc on ")]
     rows = []
     for (dataset, cond), group in runs.groupby(["dataset", "condition"], sort=False):
         split = group["report_split"].iloc[0] + (" (optimistic)" if group["optimistic"].any() else "")
