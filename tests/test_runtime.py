@@ -204,3 +204,28 @@ def test_check_accelerator_fails_fast_in_a_kaggle_kernel_without_a_gpu(tmp_path)
     assert time.monotonic() - started < 60
     assert done.returncode != 0 and "went on" not in done.stdout
     assert "AcceleratorMissingError: this kernel was pushed for a GPU (GPU T4 x2) but TensorFlow sees none" in done.stderr
+
+
+def test_analysis_run_dirs_name_attached_kernels_on_kaggle(monkeypatch, tmp_path):
+    """analyze.ipynb's run_dirs on Kaggle: a kernel stands for the run folders in its attached output (either layout);
+    a name that is neither a folder nor attached stops at once, saying what is attached."""
+    from utils.analysis import resolve_run_dirs
+
+    input_dir, _ = _kaggle(monkeypatch, tmp_path)
+    new = input_dir / "notebooks" / "tester" / "train-alpha-0" / "train"
+    old = input_dir / "train-alpha-0-2" / "train"
+    for run in (new, old):
+        run.mkdir(parents=True)
+        (run / run_files.METRICS).write_text("{}")
+    local = tmp_path / "local-run"
+    local.mkdir()
+    assert resolve_run_dirs(["tester/train-alpha-0", "train-alpha-0-2/3", str(local)]) == [str(new), str(old), str(local)]
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_run_dirs(["tester/never-pushed"])
+    assert "'tester/never-pushed' is neither a folder nor an attached kernel's output" in str(error.value)
+    assert "notebooks/tester/train-alpha-0/" in str(error.value)  # what is attached
+    (input_dir / "notebooks" / "tester" / "empty-kernel").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no training run"):
+        resolve_run_dirs(["tester/empty-kernel"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        resolve_run_dirs("tester/train-alpha-0")

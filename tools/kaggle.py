@@ -1160,7 +1160,7 @@ def push_analysis(api: Any, user: str, kernels: list[str], params: dict[str, Any
     refs = list(dict.fromkeys(kernel_ref(kernel, user) for kernel in kernels))
     params = {**params, "run_dirs": refs}
     check_parameters(ANALYZE_NOTEBOOK, params)
-    title = analysis_title(refs, getattr(args, "analysis_slug", None) or getattr(args, "slug", None))
+    title = analysis_title(refs, args.slug)
     folder = build_kernel(ANALYZE_NOTEBOOK, params, user, title, private=not args.public, build_root=args.build_dir,
                           internet=args.internet, kernel_sources=tuple(refs), gpu=not args.cpu)
     print(f"built {folder}, attaching the outputs of {len(refs)} training kernel(s)", flush=True)
