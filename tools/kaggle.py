@@ -34,12 +34,14 @@ from typing import Any, Callable
 
 from tools.notebook import ANALYZE_NOTEBOOK
 from utils import run_files
-from utils.report import render_html
+from utils.report import ANSI_COLOUR, render_html
 from utils.runtime import (
     BUILD_RECORD,
+    DATASETS_MOUNT,
     EVALUATION_RESERVE_HOURS,
     EXECUTED_NOTEBOOK,
     KAGGLE_SESSION_HOURS,
+    NOTEBOOKS_MOUNT,
     REHEARSAL_REPLICAS_ENV,
     REPO_ROOT,
     write_atomic,
@@ -791,7 +793,7 @@ def _log_text(log: str) -> str:
 
 def run_error(log: str) -> str | None:
     """The exception the notebook raised, e.g. 'DataError: no dataset attached ...', from a run log."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", _log_text(log))
+    text = ANSI_COLOUR.sub("", _log_text(log))
     found = None
     for line in text.splitlines():
         match = re.match(r"\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)):\s*(\S.*)$", line)
@@ -802,7 +804,7 @@ def run_error(log: str) -> str | None:
 
 def traceback_text(log: str, lines: int = TRACEBACK_LINES) -> str:
     """The end of a run log from its last traceback (or its last lines), without terminal colours."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", _log_text(log))
+    text = ANSI_COLOUR.sub("", _log_text(log))
     rows = text.splitlines()
     starts = [i for i, row in enumerate(rows) if row.lstrip().startswith(("Traceback", "-----"))
               or "Exception encountered at" in row]
@@ -1083,8 +1085,6 @@ def run_sweep(api: Any, user: str, variants: list[dict[str, Any]], args: argpars
 
 def gpu_quota(api: Any) -> tuple[float, float] | None:
     """This week's GPU hours (left, allowed) as `kaggle quota` reports them; None when Kaggle does not say."""
-    if not hasattr(api, "quota_view"):
-        return None
     try:
         response = api_call(api, "cannot read the GPU quota", api.quota_view)
     except KaggleError as exc:
@@ -1189,7 +1189,7 @@ def input_mount(kind: str, ref: str, layout: str = "2026") -> Path:
     owner, slug = ref.split("/")[:2]
     if layout == "legacy":
         return Path(slug)
-    return Path({"dataset": "datasets", "kernel": "notebooks"}[kind]) / owner / slug
+    return Path({"dataset": DATASETS_MOUNT, "kernel": NOTEBOOKS_MOUNT}[kind]) / owner / slug
 
 
 def make_read_only(path: Path) -> None:
@@ -1308,15 +1308,15 @@ def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | No
 # ---------------------------------------------------------------------------------------------- command line
 
 
-def _params(args: argparse.Namespace) -> dict[str, Any]:
-    """Parameters from -f then -p (papermill's precedence), as tools.notebook reads them."""
+def _params(path: str | os.PathLike | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Parameters from a YAML file then NAME VALUE pairs (papermill's precedence), as tools.notebook reads them."""
     from tools.notebook import load_params, parse_value
 
     try:
-        params = load_params(args.parameters_file)
+        params = load_params(path)
     except (OSError, ValueError) as exc:
         raise KaggleError(str(exc)) from None
-    params.update({name: parse_value(value) for name, value in args.parameter})
+    params.update({name: parse_value(value) for name, value in pairs})
     return params
 
 
@@ -1346,7 +1346,7 @@ def _title(args: argparse.Namespace, notebook: Path, params: dict[str, Any]) -> 
 def cmd_push(args: argparse.Namespace) -> int:
     """push: build, validate and push one kernel, then optionally wait and pull."""
     notebook = _check_notebook(args.notebook)
-    params = _params(args)
+    params = _params(args.parameters_file, args.parameter)
     title = _title(args, notebook, params)
     check_parameters(notebook, params)  # before credentials: a typo needs no account to be reported
     check_offline(notebook, params, args.internet)
@@ -1372,7 +1372,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_slug(args.slug)
     if args.sessions < 1:
         raise KaggleError(f"--sessions must be at least 1, got {args.sessions}")
-    base = _params(args)
+    base = _params(args.parameters_file, args.parameter)
     check_parameters(notebook, {**base, "alpha": 0.0})
     check_offline(notebook, base, args.internet)
     api, user = connect()
@@ -1408,13 +1408,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _analysis_params(path: str | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """The analysis notebook's parameters: the Kaggle preset (or the file given), then each NAME VALUE pair."""
-    from tools.notebook import load_params, parse_value
-
-    try:
-        params = load_params(path or ANALYZE_PARAMS)
-    except (OSError, ValueError) as exc:
-        raise KaggleError(str(exc)) from None
-    params.update({name: parse_value(value) for name, value in pairs})
+    params = _params(path or ANALYZE_PARAMS, pairs)
     if "run_dirs" in params and params.pop("run_dirs") not in (None, []):
         raise KaggleError("the analysis' run_dirs are the kernels it is given: name them, not -a run_dirs")
     check_parameters(ANALYZE_NOTEBOOK, params)
@@ -1450,7 +1444,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_rehearse(args: argparse.Namespace) -> int:
     """rehearse: build the kernel push would send and run it here in a simulated /kaggle (two CPU replicas)."""
     notebook = _check_notebook(args.notebook)
-    params = _params(args)
+    params = _params(args.parameters_file, args.parameter)
     title = _title(args, notebook, params)
     check_parameters(notebook, params)
     if args.replicas < 1:
