@@ -51,7 +51,7 @@ def machine() -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from utils.training import describe_devices
+    from utils.accelerator import describe_devices
 
     return {"device": device_name(), **common.host(), "accelerator": describe_devices(), "tensorflow": tf.__version__,
             "keras": keras.__version__}
@@ -131,15 +131,15 @@ def bench_pipelines(root: str | os.PathLike, paths: list[str], labels: list[int]
     import keras
     import tensorflow as tf
 
-    from utils import data
+    from utils import data, pipeline
 
     split = data.Split(list(paths), list(labels))
     results: dict[str, Any] = {"image_size": image_size, "batch_size": batch_size, "images": len(paths),
-                               "cache_decoded": data.cache_decision(len(paths), image_size),
-                               "jpeg_ratio": data.jpeg_ratio(split.paths, image_size), "variants": {}}
+                               "cache_decoded": pipeline.cache_decision(len(paths), image_size),
+                               "jpeg_ratio": pipeline.jpeg_ratio(split.paths, image_size), "variants": {}}
     for name in variants:
         if name.startswith("ours"):
-            ds = data.make_dataset(split, image_size, batch_size, training=True, seed=seed)
+            ds = pipeline.make_dataset(split, image_size, batch_size, training=True, seed=seed)
             consume = None
             if name == "ours+aug_on_cpu":
                 augment = augmentation(seed)
@@ -216,7 +216,7 @@ def bench_end_to_end(paths: list[str], labels: list[int], image_size: int, batch
     """model.fit on our pipeline (images/s per steps_per_execution, first epoch = compile) and model.predict."""
     import keras
 
-    from utils import data
+    from utils import data, pipeline
     from utils.model import build_model
     from utils.training import compile_model
 
@@ -229,11 +229,11 @@ def bench_end_to_end(paths: list[str], labels: list[int], image_size: int, batch
         keras.utils.set_random_seed(seed)
         model = build_model(alpha=0.2, image_size=image_size, seed=seed)
         compile_model(model, LEARNING_RATE, steps_per_execution=spe)
-        ds = data.make_dataset(split, image_size, batch_size, training=True, seed=seed)
+        ds = pipeline.make_dataset(split, image_size, batch_size, training=True, seed=seed)
         started = load()
         rates = _fit_rate(model, ds, steps, batch_size)
         result["fit"][f"steps_per_execution={spe}"] = {**_summary(rates), "load_before": started, "load_after": load()}
-    eval_ds = data.make_dataset(split, image_size, batch_size, training=False)
+    eval_ds = pipeline.make_dataset(split, image_size, batch_size, training=False)
     rates = []
     for _ in range(3):  # the first call traces the predict function
         start = time.perf_counter()
@@ -252,9 +252,10 @@ def bench_gpus(paths: list[str], labels: list[int], image_size: int, batch_size:
     import keras
     import tensorflow as tf
 
-    from utils import data
+    from utils import data, pipeline
+    from utils.accelerator import global_batch_and_lr
     from utils.model import build_model
-    from utils.training import compile_model, global_batch_and_lr
+    from utils.training import compile_model
 
     gpus = tf.config.list_logical_devices("GPU")
     if not gpus:
@@ -275,7 +276,7 @@ def bench_gpus(paths: list[str], labels: list[int], image_size: int, batch_size:
             with strategy.scope():
                 model = build_model(alpha=0.2, image_size=image_size, seed=seed)
                 compile_model(model, lr)
-            ds = data.make_dataset(split, image_size, global_batch, training=True, seed=seed)
+            ds = pipeline.make_dataset(split, image_size, global_batch, training=True, seed=seed)
             rates = _fit_rate(model, ds, steps, global_batch)
             result["runs"][f"{policy}, {label}"] = {**_summary(rates), "global_batch": global_batch,
                                                     "jit_compile": bool(model.jit_compile),

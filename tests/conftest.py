@@ -14,7 +14,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -128,3 +130,45 @@ def pytest_collection_modifyitems(config, items):
         test = item.nodeid.split("[", 1)[0]
         if SLOW_FIXTURES.intersection(item.fixturenames) or test in SLOW_TESTS or test.split("::")[0] in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def scores():
+    """Fixed labels and noisy-but-informative P(fake) scores (40 images, 18 real, 22 fake)."""
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 18 + [1] * 22)
+    p = np.clip(0.35 + 0.3 * y + rng.normal(0, 0.2, len(y)), 0, 1)
+    return y, p
+
+
+def write_image(path: Path, seed: int, size: int = 16, mode: str = "RGB", fmt: str | None = None) -> Path:
+    """A small random-noise image (noise so JPEGs are several KB and truncation is real)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = rng.integers(0, 256, size=(size, size, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+    image.save(path, format=fmt or ("PNG" if path.suffix.lower() == ".png" else "JPEG"), quality=95)
+    return path
+
+
+# A valid namespace of the train notebook's parameters without those added later (as an older notebook passes it).
+GOOD_PARAMS = {"alpha": 0.2, "epochs": 3, "batch_size": 8, "image_size": 64, "val_split": 0.25, "seed": 0,
+               "learning_rate": 0.001, "data_dir": None, "max_images": None, "flip": "horizontal", "rotation": 0.1,
+               "zoom": 0.1, "contrast": 0.1, "weights": None, "bn_momentum": 0.99, "early_stopping": 0,
+               "output_dir": "out"}
+
+
+def simulated_kaggle(monkeypatch, tmp_path: Path, run_type: str | None = "Batch") -> tuple[Path, Path]:
+    """A simulated /kaggle: (input folder, working folder) through the variables a rehearsal sets."""
+    inputs, working = tmp_path / "input", tmp_path / "working"
+    inputs.mkdir(parents=True)
+    working.mkdir(parents=True)
+    monkeypatch.setenv("KAGGLE_INPUT_ROOT", str(inputs))
+    monkeypatch.setenv("KAGGLE_WORKING_ROOT", str(working))
+    monkeypatch.delenv("KAGGLE_REHEARSAL_REPLICAS", raising=False)
+    if run_type is None:
+        monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    else:
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", run_type)
+    return inputs, working

@@ -32,7 +32,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tools.kaggle import EXECUTED_NOTEBOOK, REHEARSAL_REPLICAS, input_mount, kernel_command, kernel_env, make_read_only
+from tools.kaggle.rehearsal import REHEARSAL_REPLICAS, input_mount, kernel_command, kernel_env, make_read_only
+from utils.runtime import EXECUTED_NOTEBOOK
 
 SESSION_LIMIT_ERROR = "Maximum batch GPU session count of 2 reached."
 QUOTA_ERROR = "Maximum weekly GPU quota of 30.00 hours reached."

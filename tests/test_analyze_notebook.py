@@ -166,29 +166,6 @@ def test_read_run_rejects_a_folder_without_a_run(tmp_path):
         read_run(tmp_path)
 
 
-@pytest.mark.kaggle_versions
-def test_analyze_run_matches_the_notebook(analyzed, tiny_run, tmp_path):
-    """The one-call API gives the notebook's held-out numbers and writes the same figures."""
-    from utils.analysis import analyze_run
-
-    _, _, record = analyzed
-    result = analyze_run(tiny_run, robustness_grid={"jpeg_quality": [100]}, robustness_images=2, gradcam_samples=0,
-                         output_dir=tmp_path, n_resamples=200)
-    notebook_run = next(iter(record["runs"].values()))
-    notebook = notebook_run["held_out"]
-    assert result["held_out"]["metrics"]["accuracy"] == pytest.approx(notebook["metrics"]["accuracy"])
-    assert result["held_out"]["ece"] == pytest.approx(notebook["ece"], abs=1e-6)
-    # Seeded bootstrap and a deterministic probe: the same intervals and the same baseline as the notebook.
-    for name in ("accuracy", "roc_auc"):
-        assert result["held_out"]["intervals"]["metrics"][name] == pytest.approx(
-            notebook["intervals"]["metrics"][name], abs=1e-6)
-    own = "own test split"
-    assert result["baseline"]["results"][own]["metrics"]["roc_auc"] == pytest.approx(
-        notebook_run["baseline"]["results"][own]["metrics"]["roc_auc"], abs=1e-6)
-    assert len(result["robustness"]) == 1 and result["extra"] == {}
-    assert (tmp_path / "reliability.png").is_file() and (tmp_path / "robustness.png").is_file()
-
-
 def _scored_run(report_split: str, seed: int = 0):
     """A Run without model or files: only labels and P(fake) of its splits, enough for the held-out metrics."""
     import numpy as np
@@ -223,7 +200,7 @@ def test_validation_report_split_is_marked_optimistic():
 
 def test_alpha_comparison_with_runs_sharing_an_alpha():
     """Several seeds per alpha, two runs sharing alpha and seed: paired table, Holm, alpha chosen on validation."""
-    from utils import analysis, evaluation
+    from utils import analysis, comparison
 
     rows = []
     for alpha, gain, loss in ((0.0, 0.0, 0.3), (0.1, 0.05, 0.1), (0.2, -0.02, 0.2)):
@@ -231,15 +208,15 @@ def test_alpha_comparison_with_runs_sharing_an_alpha():
             rows.append({"run": f"a{alpha}-s{seed}", "alpha": alpha, "seed": seed, "accuracy": base + gain,
                          "roc_auc": 0.9 + gain, "val_log_loss": loss + seed / 1000, "val_accuracy": 0.9})
     rows.append({**rows[-1], "run": "a0.2-s44-again"})
-    df = evaluation.alpha_table(rows)
-    comparison = analysis.alpha_comparison(df)
-    paired = comparison["paired"]
+    df = comparison.alpha_table(rows)
+    result = analysis.alpha_comparison(df)
+    paired = result["paired"]
     assert sorted(set(paired["metric"])) == ["accuracy", "roc_auc"]  # validation columns are not tested
-    assert comparison["tests"] == 4 and comparison["n_pairs"] == [3] and comparison["min_p"] == 0.25
+    assert result["tests"] == 4 and result["n_pairs"] == [3] and result["min_p"] == 0.25
     assert (paired["p_holm"] >= paired["p_value"]).all()
     gain = paired[(paired["alpha"] == 0.1) & (paired["metric"] == "accuracy")].iloc[0]
     assert gain["mean_diff"] == pytest.approx(0.05) and gain["p_value"] == 0.25
-    best = comparison["best_alpha"]
+    best = result["best_alpha"]
     assert best["alpha"] == 0.1 and best["chosen_on"] == "val" and best["criterion"] == "val_log_loss"
     assert best["reported"]["accuracy"] == pytest.approx(0.90)  # its test numbers are only reported
     table = analysis.paired_alpha_frame(paired)
@@ -276,7 +253,7 @@ def test_single_source_run_says_so(analyzed):
     assert "one source (140k-real-and-fake-faces)" in (out / "analyze.html").read_text()
 
 
-def test_per_source_table_of_a_two_source_run(multi_run, tmp_path):
+def test_per_source_table_of_a_two_source_run(multi_run):
     """Per source and split: the training run's numbers reproduced, with intervals, in the table and analysis.json."""
     from utils import analysis
 
@@ -297,10 +274,11 @@ def test_per_source_table_of_a_two_source_run(multi_run, tmp_path):
     assert list(zip(frame["split"], frame["source"], frame["n"])) == [
         ("val", "140k-real-and-fake-faces", 2), ("val", "plain-faces", 2), ("test", "140k-real-and-fake-faces", 8)]
     assert frame["accuracy"].str.contains(r"^\d\.\d{3}(?: \[\d\.\d{3}, \d\.\d{3}\])?$").all()
-    result = analysis.analyze_run(multi_run, robustness_grid={"jpeg_quality": [100]}, robustness_images=2,
-                                  gradcam_samples=0, baseline=False, output_dir=tmp_path, n_resamples=50, run=run)
-    assert result["by_source"] == json.loads(json.dumps(analysis.to_jsonable(by_source)))  # seeded bootstrap
-    assert [s["name"] for s in result["dataset"]["sources"]] == ["140k-real-and-fake-faces", "plain-faces"]
+    assert analysis.source_intervals(run, n_resamples=50) == by_source  # a seeded bootstrap
+    held = analysis.held_out_metrics(run, n_resamples=50)
+    summary = analysis.run_summary(run, held, None, {}, {}, by_source=by_source)
+    assert summary["by_source"] == json.loads(json.dumps(analysis.to_jsonable(by_source)))
+    assert [s["name"] for s in summary["dataset"]["sources"]] == ["140k-real-and-fake-faces", "plain-faces"]
 
 
 def test_reindex_run_holds_out_the_recorded_source(tiny_dataset, second_source):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import bench, common, train_step
-from utils import data
+from utils import data, pipeline
 
 
 def _numbers(value):
@@ -189,10 +189,10 @@ def test_jpeg_ratio_is_chosen_from_the_smallest_sampled_jpeg(tmp_path):
     Image.new("RGB", (120, 160), (200, 10, 10)).save(small, quality=90)
     png = tmp_path / "big.png"
     Image.new("RGB", (512, 512)).save(png)
-    assert [data.jpeg_ratio([str(big)], s) for s in (32, 64, 100, 128, 129, 224)] == [8, 4, 2, 2, 1, 1]
-    assert data.jpeg_ratio([str(big), str(small)], 32) == 2  # bounded by the 120-px side
-    assert data.jpeg_ratio([str(png)], 32) == 1 and data.jpeg_ratio([], 32) == 1
-    assert data.jpeg_ratio([str(tmp_path / "missing.jpg")], 32) == 1
+    assert [pipeline.jpeg_ratio([str(big)], s) for s in (32, 64, 100, 128, 129, 224)] == [8, 4, 2, 2, 1, 1]
+    assert pipeline.jpeg_ratio([str(big), str(small)], 32) == 2  # bounded by the 120-px side
+    assert pipeline.jpeg_ratio([str(png)], 32) == 1 and pipeline.jpeg_ratio([], 32) == 1
+    assert pipeline.jpeg_ratio([str(tmp_path / "missing.jpg")], 32) == 1
 
 
 def test_downscaled_decode_matches_full_decode_and_keeps_png_working(tmp_path):
@@ -203,8 +203,8 @@ def test_downscaled_decode_matches_full_decode_and_keeps_png_working(tmp_path):
     png = tmp_path / "face.png"
     Image.open(jpg).save(png)
     split = data.Split([str(jpg), str(png)], [0, 1])
-    assert data.jpeg_ratio(split.paths, 64) == 4
-    (images, _), = list(data.make_dataset(split, 64, 2, training=False))
+    assert pipeline.jpeg_ratio(split.paths, 64) == 4
+    (images, _), = list(pipeline.make_dataset(split, 64, 2, training=False))
     images = images.numpy()
     # the JPEG went through the DCT-scaled decode, the PNG through decode_image + area resize: same picture
     assert np.abs(images[0] - images[1]).mean() < 4.0

@@ -158,8 +158,8 @@ def test_study_command_trains_analyses_and_reports(monkeypatch, tiny_dataset, tm
     calls = []
     monkeypatch.setattr(robustness, "run_notebook", lambda notebook, params: calls.append((notebook.name, params)))
     monkeypatch.setattr(robustness, "DEFAULT_DATASET", "default")
-    code = robustness.main(["--faces", str(tiny_dataset), "--seeds", "1", "2", "--conditions", "resize", "crop",
-                            "-p", "image_size", "16", "-p", "epochs", "1", "--output-root", str(tmp_path)])
+    code = robustness.robustness_cli(["--faces", str(tiny_dataset), "--seeds", "1", "2", "--conditions", "resize", "crop",
+                                      "-p", "image_size", "16", "-p", "epochs", "1", "--output-root", str(tmp_path)])
     assert code == 0
     trained = [p["output_dir"] for name, p in calls if name == "train.ipynb"]
     faces = tiny_dataset.name
@@ -172,5 +172,5 @@ def test_study_command_trains_analyses_and_reports(monkeypatch, tiny_dataset, tm
     (name, report), = [c for c in calls if c[0] == "robustness.ipynb"]
     assert report["analysis_dirs"] == [a["output_dir"] for a in analyses]
     with pytest.raises(SystemExit):
-        robustness.main(["--faces", str(tmp_path / "missing")])
+        robustness.robustness_cli(["--faces", str(tmp_path / "missing")])
     assert "no such folder" in capsys.readouterr().err

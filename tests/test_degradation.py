@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils import data, degradation
+from utils import degradation, pipeline
 from utils.data import DataError, Split
 
 SIZE = 32
@@ -133,8 +133,8 @@ def _by_id(ds) -> list[dict[int, np.ndarray]]:
 
 
 def test_training_pipeline_is_seeded_per_image_and_fresh_each_epoch(six_images):
-    clean = data.load_images(six_images.paths, SIZE)
-    runs = [_by_id(data.make_dataset(six_images, SIZE, 4, training=True, seed=s, cache=True, degradation=ALL_ON))
+    clean = pipeline.load_images(six_images.paths, SIZE)
+    runs = [_by_id(pipeline.make_dataset(six_images, SIZE, 4, training=True, seed=s, cache=True, degradation=ALL_ON))
             for s in (7, 7, 8)]
     same, again, other = runs
     for i in range(6):
@@ -146,12 +146,12 @@ def test_training_pipeline_is_seeded_per_image_and_fresh_each_epoch(six_images):
 
 
 def test_degradations_off_and_evaluation_pipelines_are_clean(six_images):
-    clean = data.load_images(six_images.paths, SIZE)
-    off = _by_id(data.make_dataset(six_images, SIZE, 4, training=True, seed=1, cache=False,
-                                   degradation=degradation.config(degradation.DEFAULT_DEGRADATION)))
+    clean = pipeline.load_images(six_images.paths, SIZE)
+    off = _by_id(pipeline.make_dataset(six_images, SIZE, 4, training=True, seed=1, cache=False,
+                                       degradation=degradation.config(degradation.DEFAULT_DEGRADATION)))
     for i in range(6):
         np.testing.assert_array_equal(off[0][i], clean[i])
     with pytest.raises(DataError, match="training split only"):
-        data.make_dataset(six_images, SIZE, 4, training=False, degradation=ALL_ON)
-    evaluated = np.concatenate([b[0].numpy() for b in data.make_dataset(six_images, SIZE, 4, training=False)])
+        pipeline.make_dataset(six_images, SIZE, 4, training=False, degradation=ALL_ON)
+    evaluated = np.concatenate([b[0].numpy() for b in pipeline.make_dataset(six_images, SIZE, 4, training=False)])
     np.testing.assert_array_equal(evaluated, clean)

@@ -166,11 +166,11 @@ def test_overlay_blends_and_returns_uint8():
     image = np.full((8, 8, 3), 100.0, dtype=np.float32)
     heat = np.zeros((8, 8), dtype=np.float32)
     heat[:4] = 1.0
-    out = overlay(image, heat, alpha=0.4)
+    out = overlay(image, heat, opacity=0.4)
     assert out.dtype == np.uint8 and out.shape == (8, 8, 3)
     assert not np.array_equal(out[0, 0], out[7, 7])  # hot and cold halves get different colours
-    assert np.array_equal(overlay(image, heat, alpha=0.0), image.astype(np.uint8))
-    assert overlay(image, np.zeros((4, 4)), alpha=0.5).shape == (8, 8, 3)  # heatmap resized to the image
+    assert np.array_equal(overlay(image, heat, opacity=0.0), image.astype(np.uint8))
+    assert overlay(image, np.zeros((4, 4)), opacity=0.5).shape == (8, 8, 3)  # heatmap resized to the image
 
 
 def test_plot_gradcam_grid_writes_png(tmp_path):

@@ -20,9 +20,35 @@ import nbformat
 import pytest
 from kaggle_standin import QUOTA_ERROR, SESSION_LIMIT_ERROR, KaggleStandIn, tiny_140k
 
-from tools import kaggle as kg
+from tools.kaggle.build import (
+    IMAGENET_NOTOP_FILE,
+    SLUG_RE,
+    TITLE_MAX,
+    UTILS_CELL_TAG,
+    build_kernel,
+    fit_title,
+    notebook_parameters,
+    slugify,
+    variant_title,
+)
+from tools.kaggle.calls import kernel_ref, push_folder, pushed_name, wait_for
+from tools.kaggle.cli import (
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_RUN_FAILED,
+    MIN_CLI,
+    MIN_CLI_VERSION,
+    KaggleError,
+    cli_version,
+    connect,
+    load_cli,
+)
+from tools.kaggle.commands import kaggle_cli
+from tools.kaggle.logs import run_error
+from tools.kaggle.sweep import expected_gpu_hours, measured_epoch_seconds
 from tools.notebook import parse_value
 from utils.report import count_images
+from utils.runtime import BUILD_RECORD, EXECUTED_NOTEBOOK, KAGGLE_SESSION_HOURS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "k3y-" + "9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # a fake legacy key: must never leave the process
@@ -104,28 +130,18 @@ def payload_files(cell_source: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- build
 
 
-def test_rules_match_the_installed_cli(isolated):
-    """Our copy of the CLI's push rules is the one kaggle 2.2.5 applies."""
-    from kaggle.api import kaggle_api_extended as cli
-
-    assert kg.VALID_LANGUAGES == tuple(cli.KaggleApi.valid_push_language_types)
-    assert kg.VALID_KERNEL_TYPES == tuple(cli.KaggleApi.valid_push_kernel_types)
-    assert kg.VALID_PINNING_TYPES == tuple(cli.KaggleApi.valid_push_pinning_types)
-    assert set(kg.RETIRED_MACHINE_SHAPES) == set(cli._RETIRED_ACCELERATORS)
-
-
 def test_variant_title_gives_the_slug():
     """Slug = notebook stem (+ params file) + parameters, and the title resolves to it."""
-    title = kg.variant_title(Path("notebooks/train.ipynb"), None, [("alpha", "0.1")])
-    assert kg.slugify(title) == "train-alpha-0-1"
-    title = kg.variant_title(Path("train.ipynb"), "params/kaggle-t4.yaml", [("alpha", "0.01"), ("epochs", "3")])
-    assert kg.slugify(title) == "train-kaggle-t4-alpha-0-01-epochs-3"
+    title = variant_title(Path("notebooks/train.ipynb"), None, [("alpha", "0.1")])
+    assert slugify(title) == "train-alpha-0-1"
+    title = variant_title(Path("train.ipynb"), "params/kaggle-t4.yaml", [("alpha", "0.01"), ("epochs", "3")])
+    assert slugify(title) == "train-kaggle-t4-alpha-0-01-epochs-3"
 
 
 def test_build_folder(creds, tmp_path):
     """Metadata derived from the root file; parameters injected; utils carried and importable; no secret."""
     notebook = make_notebook(tmp_path / "src" / "train.ipynb")
-    folder = kg.build_kernel(notebook, {"alpha": 0.1}, USER, "train alpha 0.1", build_root=tmp_path / "build")
+    folder = build_kernel(notebook, {"alpha": 0.1}, USER, "train alpha 0.1", build_root=tmp_path / "build")
     assert folder == tmp_path / "build" / "train-alpha-0-1"
     assert sorted(p.name for p in folder.iterdir()) == ["kernel-metadata.json", "train.ipynb"]
 
@@ -136,14 +152,13 @@ def test_build_folder(creds, tmp_path):
     assert meta["machine_shape"] == "NvidiaTeslaT4" and meta["enable_gpu"] is True
     assert meta["enable_internet"] is False and meta["is_private"] is True
     assert meta["dataset_sources"] == root["dataset_sources"] == ["xhlulu/140k-real-and-fake-faces"]
-    kg.validate_metadata(meta, folder)
 
     nb = json.loads((folder / "train.ipynb").read_text())
-    assert nb["cells"][0]["metadata"]["tags"] == [kg.UTILS_CELL_TAG]
+    assert nb["cells"][0]["metadata"]["tags"] == [UTILS_CELL_TAG]
     injected = cells_tagged(nb, "injected-parameters")
     assert len(injected) == 1 and "alpha = 0.1" in injected[0]
     assert "alpha = 0.2" in cells_tagged(nb, "parameters")[0]  # defaults stay; the injected cell overrides them
-    utils_cell = cells_tagged(nb, kg.UTILS_CELL_TAG)[0]
+    utils_cell = cells_tagged(nb, UTILS_CELL_TAG)[0]
     code = re.sub(r'b64decode\("""(.*?)"""\)', "", utils_cell, flags=re.S)
     assert "pip install" not in code and not re.search(r"^\s*[!%]", code, re.M)  # Kaggle's TF/Keras as they are
     files = payload_files(utils_cell)
@@ -174,13 +189,12 @@ def test_build_for_the_cpu_and_a_resume(creds, tmp_path):
     """--cpu asks Kaggle for no accelerator and tells the kernel so; a resume attaches that kernel and says which run
     the kernel must find (both in the record the generated cell writes and checks)."""
     notebook = make_notebook(tmp_path / "src" / "train.ipynb")
-    folder = kg.build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", gpu=False,
-                             resume_from="tester/train-alpha-0-2", kernel_sources=("tester/other-run",))
+    folder = build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", gpu=False,
+                          resume_from="tester/train-alpha-0-2", kernel_sources=("tester/other-run",))
     meta = json.loads((folder / "kernel-metadata.json").read_text())
     assert meta["enable_gpu"] is False and "machine_shape" not in meta
     assert meta["kernel_sources"] == ["tester/other-run", "tester/train-alpha-0-2"]
-    kg.validate_metadata(meta, folder)
-    cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), kg.UTILS_CELL_TAG)[0]
+    cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), UTILS_CELL_TAG)[0]
     record = json.loads(re.search(r"KAGGLE_BUILD = json.loads\((.*)\)", cell).group(1)[1:-1].encode().decode(
         "unicode_escape"))
     assert record["accelerator"] == "none" and record["resume_from"] == "tester/train-alpha-0-2"
@@ -193,58 +207,28 @@ def test_build_refuses_a_secret_in_utils(creds, tmp_path, monkeypatch):
     leaky.mkdir()
     (leaky / "__init__.py").write_text("")
     (leaky / "oops.py").write_text(f"KEY = {SECRET!r}\n")
-    monkeypatch.setattr(kg, "UTILS_DIR", leaky)
-    monkeypatch.setattr(kg, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr("tools.kaggle.build.UTILS_DIR", leaky)
+    monkeypatch.setattr("tools.kaggle.build.REPO_ROOT", tmp_path)
     notebook = make_notebook(tmp_path / "train.ipynb")
-    with pytest.raises(kg.KaggleError, match="contains a Kaggle credential"):
-        kg.build_kernel(notebook, {}, USER, "train leaky", build_root=tmp_path / "build")
+    with pytest.raises(KaggleError, match="contains a Kaggle credential"):
+        build_kernel(notebook, {}, USER, "train leaky", build_root=tmp_path / "build")
 
 
 def test_build_rejects_unknown_or_uninjectable_parameters(isolated, tmp_path):
     """A typo'd parameter would silently run the default on a GPU: refused before pushing."""
     notebook = make_notebook(tmp_path / "train.ipynb")
-    with pytest.raises(kg.KaggleError, match=r"declares no parameter \['alfa'\]"):
-        kg.build_kernel(notebook, {"alfa": 0.1}, USER, "train alfa 0.1", build_root=tmp_path / "build")
+    with pytest.raises(KaggleError, match=r"declares no parameter \['alfa'\]"):
+        build_kernel(notebook, {"alfa": 0.1}, USER, "train alfa 0.1", build_root=tmp_path / "build")
     bare = make_notebook(tmp_path / "bare.ipynb", with_parameters=False)
-    with pytest.raises(kg.KaggleError, match="no cell tagged 'parameters'"):
-        kg.build_kernel(bare, {"alpha": 0.1}, USER, "bare alpha 0.1", build_root=tmp_path / "build")
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"id": "<username>/train-alpha-0-1"}, "not a Kaggle user name"),
-    ({"id": "tester/train-alpha-0-1/3"}, "'owner/slug'"),
-    ({"title": "tiny", "id": "tester/tiny"}, "5 to 50 characters"),
-    ({"title": "a!!!b", "id": "tester/a-b"}, "id slug 'a-b' must be 5 to 50"),
-    ({"kernel_sources": ["tester/tiny"]}, "at least 5 characters"),
-    ({"title": "x" * 51, "id": "tester/" + "x" * 51}, "5 to 50 characters"),
-    ({"title": "another title"}, "resolves to slug 'another-title'"),
-    ({"language": "julia"}, "language must be one of"),
-    ({"kernel_type": "app"}, "kernel_type must be one of"),
-    ({"code_file": "missing.ipynb"}, "does not exist"),
-    ({"dataset_sources": ["140k-real-and-fake-faces"]}, "owner/slug"),
-    ({"enable_internet": None}, "enable_internet must be set explicitly"),
-    ({"is_private": "yes"}, "is_private must be true or false"),
-    ({"machine_shape": "NvidiaTeslaP100"}, "retired"),
-    ({"docker_image_pinning_type": "newest"}, "docker_image_pinning_type"),
-])
-def test_validate_metadata_rejects(tmp_path, change, message):
-    """Each rule of the CLI's kernels_push (and ours) gives one clear message naming the metadata file."""
-    make_notebook(tmp_path / "train.ipynb")
-    meta = kg.kernel_metadata(kg.load_root_metadata(), USER, "train alpha 0.1", "train.ipynb")
-    kg.validate_metadata(meta, tmp_path)
-    meta.update(change)
-    if change.get("enable_internet", 0) is None:
-        del meta["enable_internet"]
-    with pytest.raises(kg.KaggleError, match=re.escape(message)) as info:
-        kg.validate_metadata(meta, tmp_path)
-    assert str(tmp_path / "kernel-metadata.json") in str(info.value)
+    with pytest.raises(KaggleError, match="no cell tagged 'parameters'"):
+        build_kernel(bare, {"alpha": 0.1}, USER, "bare alpha 0.1", build_root=tmp_path / "build")
 
 
 def test_real_train_notebook_builds(creds, tmp_path):
     """notebooks/train.ipynb declares alpha and builds with it injected."""
     notebook = REPO_ROOT / "notebooks" / "train.ipynb"
-    assert "alpha" in (kg.notebook_parameters(notebook) or {}), f"{notebook} declares no alpha parameter"
-    folder = kg.build_kernel(notebook, {"alpha": 0.1}, USER, "train alpha 0.1", build_root=tmp_path / "build")
+    assert "alpha" in (notebook_parameters(notebook) or {}), f"{notebook} declares no alpha parameter"
+    folder = build_kernel(notebook, {"alpha": 0.1}, USER, "train alpha 0.1", build_root=tmp_path / "build")
     nb = json.loads((folder / "train.ipynb").read_text())
     assert "alpha = 0.1" in cells_tagged(nb, "injected-parameters")[0]
 
@@ -253,30 +237,30 @@ def test_long_variants_get_short_unique_titles():
     """Any number of parameters: a title of at most 50 characters whose slug it resolves to, unique per variant."""
     cli = [("alpha", "0.1"), ("epochs", "1"), ("image_size", "32"), ("batch_size", "8")]
     params = {name: parse_value(value) for name, value in cli}
-    title = kg.variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli, params)
-    assert len(title) <= kg.TITLE_MAX and len(kg.slugify(title)) <= kg.TITLE_MAX
+    title = variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli, params)
+    assert len(title) <= TITLE_MAX and len(slugify(title)) <= TITLE_MAX
     assert title.startswith("train kaggle-t4x2 alpha 0.1")
-    other = kg.variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli[:3] + [("batch_size", "16")],
-                             {**params, "batch_size": 16})
-    assert other != title and kg.slugify(other) != kg.slugify(title)
-    assert kg.variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli, params) == title  # stable
+    other = variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli[:3] + [("batch_size", "16")],
+                          {**params, "batch_size": 16})
+    assert other != title and slugify(other) != slugify(title)
+    assert variant_title(Path("notebooks/train.ipynb"), "params/kaggle-t4x2.yaml", cli, params) == title  # stable
     many = [(f"parameter_{i}", str(i)) for i in range(30)]
-    assert len(kg.variant_title(Path("train.ipynb"), None, many, dict(many))) <= kg.TITLE_MAX
-    long_prefix = kg.fit_title(["x" * 60, "alpha 0.1"], {"alpha": 0.1})
-    assert len(long_prefix) <= kg.TITLE_MAX and kg.SLUG_RE.fullmatch(kg.slugify(long_prefix))
+    assert len(variant_title(Path("train.ipynb"), None, many, dict(many))) <= TITLE_MAX
+    long_prefix = fit_title(["x" * 60, "alpha 0.1"], {"alpha": 0.1})
+    assert len(long_prefix) <= TITLE_MAX and SLUG_RE.fullmatch(slugify(long_prefix))
 
 
 def test_imagenet_refused_unless_internet(creds, tmp_path):
     """weights='imagenet' would fail on the offline kernel after the dataset scan: refused at build time, with how
     to attach the weights as a dataset; --internet switches the kernel's internet on instead."""
     notebook = make_notebook(tmp_path / "train.ipynb")
-    with pytest.raises(kg.KaggleError, match="internet off") as info:
-        kg.build_kernel(notebook, {"weights": "imagenet"}, USER, "train imagenet", build_root=tmp_path / "b")
-    assert kg.IMAGENET_NOTOP_FILE in str(info.value) and "dataset_sources" in str(info.value)
+    with pytest.raises(KaggleError, match="internet off") as info:
+        build_kernel(notebook, {"weights": "imagenet"}, USER, "train imagenet", build_root=tmp_path / "b")
+    assert IMAGENET_NOTOP_FILE in str(info.value) and "dataset_sources" in str(info.value)
     assert "-p weights /kaggle/input/" in str(info.value) and "--internet" in str(info.value)
     assert not (tmp_path / "b").exists()
-    folder = kg.build_kernel(notebook, {"weights": "imagenet"}, USER, "train imagenet", build_root=tmp_path / "b",
-                             internet=True)
+    folder = build_kernel(notebook, {"weights": "imagenet"}, USER, "train imagenet", build_root=tmp_path / "b",
+                          internet=True)
     assert json.loads((folder / "kernel-metadata.json").read_text())["enable_internet"] is True
 
 
@@ -306,7 +290,7 @@ def stand_in(creds, tmp_path, monkeypatch, dataset_140k):
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """python -m tools.kaggle in-process: exit code, stdout, stderr."""
-    code = kg.main(argv)
+    code = kaggle_cli(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -324,7 +308,7 @@ def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
     with both kernels' outputs attached, finds each run under notebooks/<owner>/<slug>/, and its own report (figures,
     the paired alpha table) comes back. An expired token on a status poll is re-authenticated once."""
     build, results = tmp_path / "build", tmp_path / "results"
-    # Calls 0-4: the quota, the status of both variants (never pushed), both pushes; 5: the first poll.
+    # Calls 0-4: the status of both variants (never pushed), the quota for those two, both pushes; 5: the first poll.
     stand_in.unauthorized_calls = {5}
     code, out, err = run_cli(["sweep", str(REPO_ROOT / "notebooks" / "train.ipynb"), "--alphas", "0", "0.2",
                               "--slug", "faces", "--analyze", *TINY_TRAIN, *TINY_ANALYSIS, "--poll", "0.2",
@@ -332,15 +316,15 @@ def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
     assert code == 0, err + out[-3000:]
     assert "re-authenticating once" in err
 
-    assert [c["method"] for c in stand_in.calls[:5]] == ["GetAcceleratorQuotaStatistics", "GetKernelSessionStatus",
-                                                         "GetKernelSessionStatus", "SaveKernel", "SaveKernel"]
+    assert [c["method"] for c in stand_in.calls[:5]] == ["GetKernelSessionStatus", "GetKernelSessionStatus",
+                                                         "GetAcceleratorQuotaStatistics", "SaveKernel", "SaveKernel"]
     assert stand_in.calls[5]["code"] == 401 and stand_in.calls[5]["method"] == "GetKernelSessionStatus"
     pushes = stand_in.method_calls("SaveKernel")
     assert [p["body"]["slug"] for p in pushes] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2",
                                                    "tester/faces-analysis"]
     for push in pushes:
         sent = push["body"]
-        assert len(sent["newTitle"]) <= kg.TITLE_MAX and kg.slugify(sent["newTitle"]) == sent["slug"].split("/")[1]
+        assert len(sent["newTitle"]) <= TITLE_MAX and slugify(sent["newTitle"]) == sent["slug"].split("/")[1]
         assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableGpu"] is True and sent["enableInternet"] is False
         assert sent["datasetDataSources"] == ["xhlulu/140k-real-and-fake-faces"]
         assert base64.b64decode(push["auth"].split()[1]).decode() == f"{USER}:{SECRET}"
@@ -350,14 +334,14 @@ def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
     for slug, alpha in (("faces-alpha-0", 0.0), ("faces-alpha-0-2", 0.2)):
         dest = results / slug
         run = dest / "run"
-        assert not (dest / kg.EXECUTED_NOTEBOOK).exists() and (dest / f"{slug}.log").is_file()
+        assert not (dest / EXECUTED_NOTEBOOK).exists() and (dest / f"{slug}.log").is_file()
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["finished"] is True and metrics["epochs_run"] == 1 and metrics["params"]["alpha"] == alpha
         assert metrics["params"]["time_budget_hours"] is None and (run / "model.keras").is_file()
         assert metrics["dataset"]["root"].startswith("/") and "/datasets/xhlulu/140k-real-and-fake-faces" in \
             metrics["dataset"]["root"]
         assert "2 replica(s)" in (dest / f"{slug}.log").read_text()
-        assert json.loads((dest / kg.BUILD_RECORD).read_text())["slug"] == slug
+        assert json.loads((dest / BUILD_RECORD).read_text())["slug"] == slug
         pngs = sorted(run.glob("*.png"))
         assert {p.name for p in pngs} == {"training_curves.png", "confusion_matrix.png"}
         report = (dest / f"{slug}.html").read_text()
@@ -411,7 +395,7 @@ def test_error_run_is_reported_from_the_log_and_its_files(stand_in, tmp_path, ca
     code, out, err = run_cli(["push", str(notebook), "-p", "alpha", "0.3", "-p", "extra_files", "25", "-p", "fail",
                               "True", "--pull", "--poll", "0.2", "--poll-max", "1", "--build-dir",
                               str(tmp_path / "b"), "--results-dir", str(results)], capsys)
-    assert code == kg.EXIT_RUN_FAILED, err
+    assert code == EXIT_RUN_FAILED, err
     assert "version 2" in out
     assert all(p["body"].get("versionLabel") == "v2" for p in stand_in.method_calls("GetKernelSessionStatus"))
     assert "the notebook raised ValueError: alpha 0.3 refused by the tiny notebook" in err
@@ -426,7 +410,7 @@ def test_error_run_is_reported_from_the_log_and_its_files(stand_in, tmp_path, ca
 
     # `status` alone, later: the latest version, the same message; exit code 3.
     code, out, err = run_cli(["status", ref.split("/")[1]], capsys)
-    assert code == kg.EXIT_RUN_FAILED and "ValueError: alpha 0.3 refused" in err and "Traceback" not in out + err
+    assert code == EXIT_RUN_FAILED and "ValueError: alpha 0.3 refused" in err and "Traceback" not in out + err
 
     # `pull` alone, later, of version 1: that version's files and a report of its own.
     (dest / "results").rename(tmp_path / "v2-results")
@@ -485,7 +469,7 @@ def test_sweep_stops_at_the_quota_and_continues_later(stand_in, tmp_path, capsys
     argv = ["sweep", str(notebook), "--alphas", "0", "0.01", "0.1", "--poll", "0.2", "--poll-max", "0.5",
             "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
     code, out, err = run_cli(argv, capsys)
-    assert code == kg.EXIT_ERROR
+    assert code == EXIT_ERROR
     assert QUOTA_ERROR in err and "left: train-alpha-0-1" in err and "GPU hours" in err
     assert "ran: train-alpha-0, train-alpha-0-01" in err
     assert (tmp_path / "results" / "train-alpha-0" / "train-alpha-0.html").is_file()
@@ -510,7 +494,7 @@ def test_gpu_kernel_without_a_gpu_stops_at_once(stand_in, tmp_path, capsys):
               str(tmp_path / "results")]
     started = time.monotonic()
     code, out, err = run_cli(["push", str(notebook), "--slug", "gpu-asked", *common], capsys)
-    assert code == kg.EXIT_RUN_FAILED, err
+    assert code == EXIT_RUN_FAILED, err
     assert time.monotonic() - started < 60
     assert "phone" in err and "GPU" in err
     dest = tmp_path / "results" / "gpu-asked"
@@ -531,7 +515,7 @@ def test_sweep_says_its_gpu_hours_and_refuses_more_than_the_quota(stand_in, tmp_
     argv = ["sweep", str(notebook), "--alphas", "0", "0.2", "--poll", "0.2", "--poll-max", "0.5",
             "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
     code, out, err = run_cli(argv, capsys)
-    assert code == kg.EXIT_ERROR and not stand_in.method_calls("SaveKernel")
+    assert code == EXIT_ERROR and not stand_in.method_calls("SaveKernel")
     assert "expects about 18.0 GPU hours for 2 run(s)" in out and "left this week: 10.0 of 30 h" in out
     assert "--ignore-quota" in err and "Traceback" not in err
     code, out, err = run_cli([*argv, "--ignore-quota"], capsys)
@@ -544,20 +528,20 @@ def test_expected_gpu_hours_from_a_measured_epoch(tmp_path):
     run = tmp_path / "train-alpha-0" / "train"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"training_seconds": 3600.0, "epochs_run": 10}))
-    seconds = kg.measured_epoch_seconds(tmp_path, ["train-alpha-0", "train-alpha-0-2"])
+    seconds = measured_epoch_seconds(tmp_path, ["train-alpha-0", "train-alpha-0-2"])
     assert seconds == 360.0
-    hours, how = kg.expected_gpu_hours({"epochs": 100}, 2, seconds)
+    hours, how = expected_gpu_hours({"epochs": 100}, 2, seconds)
     assert hours == pytest.approx(2 * (10.0 + 0.5)) and "360 s per epoch" in how
-    assert kg.expected_gpu_hours({"epochs": 100, "time_budget_hours": 4}, 3, None)[0] == pytest.approx(13.5)
-    assert kg.expected_gpu_hours({}, 2, None)[0] == pytest.approx(2 * kg.KAGGLE_SESSION_HOURS)
+    assert expected_gpu_hours({"epochs": 100, "time_budget_hours": 4}, 3, None)[0] == pytest.approx(13.5)
+    assert expected_gpu_hours({}, 2, None)[0] == pytest.approx(2 * KAGGLE_SESSION_HOURS)
 
 
 def test_status_cancelled_and_running(stand_in, capsys):
     """CANCEL_* exits non-zero; a running kernel without --wait just reports its state."""
     stand_in.add_version("tester/gone-run", "CANCEL_ACKNOWLEDGED")
     stand_in.add_version("tester/busy-run", "RUNNING")
-    assert kg.main(["status", "gone-run"]) == kg.EXIT_CANCELLED
-    assert kg.main(["status", "tester/busy-run/1"]) == 0
+    assert kaggle_cli(["status", "gone-run"]) == EXIT_CANCELLED
+    assert kaggle_cli(["status", "tester/busy-run/1"]) == 0
     out, err = capsys.readouterr()
     assert "cancelled" in err and "tester/busy-run/1: RUNNING" in out
 
@@ -572,20 +556,79 @@ def test_push_refused_shows_what_the_server_said(stand_in, tmp_path, capsys, ans
     notebook = make_notebook(tmp_path / "train.ipynb")
     code, out, err = run_cli(["push", str(notebook), "-p", "alpha", "0.1", "--build-dir", str(tmp_path / "build")],
                              capsys)
-    assert code == kg.EXIT_ERROR
+    assert code == EXIT_ERROR
     assert shown in err and "tester/train-alpha-0-1" in err and "Traceback" not in out + err
+
+
+# What the real CLI's kernels_push refuses before it sends anything (kaggle 2.2.5), changed in a built
+# kernel-metadata.json; broken.ipynb is a code file that is not a JSON notebook.
+CLI_REFUSALS = [
+    ({"title": "tiny"}, "Title must be at least five characters"),
+    ({"id": "tester/train-alpha-0-1/3"}, "cannot contain a version"),
+    ({"code_file": "missing.ipynb"}, "Source file not found"),
+    ({"code_file": "broken.ipynb"}, "Expecting value"),
+    ({"language": "julia"}, "A valid language must be specified in the metadata"),
+    ({"kernel_type": "app"}, "A valid kernel type must be specified in the metadata"),
+    ({"dataset_sources": ["140k-real-and-fake-faces"]}, "Dataset must be specified in the form of"),
+    ({"kernel_sources": ["tester/tiny"]}, "Kernel slug must be at least five characters"),
+    ({"model_sources": ["google/resnet/keras/50"]}, "Model instance version must be specified in the form of"),
+    ({"docker_image_pinning_type": "newest"}, "the docker_image_pinning_type must be one of"),
+    ({"is_private": "yes"}, "Invalid boolean value: yes"),
+]
+
+
+@pytest.mark.parametrize("change, refusal", CLI_REFUSALS)
+def test_metadata_the_cli_refuses_is_one_message_and_no_push(stand_in, tmp_path, change, refusal):
+    """A kernel-metadata.json the real CLI refuses: one KaggleError naming that file with the CLI's own words, exit
+    code 1, and nothing reaches Kaggle."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    folder = build_kernel(notebook, {"alpha": 0.1}, USER, "train alpha 0.1", build_root=tmp_path / "build")
+    (folder / "broken.ipynb").write_text("not a notebook")
+    meta_file = folder / "kernel-metadata.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), **change}))
+    api, _ = connect()
+    with pytest.raises(KaggleError) as info:
+        push_folder(api, folder)
+    assert str(info.value).startswith(f"{meta_file}: the Kaggle CLI refused it before sending anything, so nothing "
+                                      "was pushed: ")
+    assert refusal in str(info.value) and info.value.code == EXIT_ERROR
+    assert stand_in.calls == []
+
+
+@pytest.mark.parametrize("command, root_change, refusal", [
+    (["push", "TINY", "-p", "alpha", "0.1"], {"language": "julia"}, "A valid language must be specified"),
+    (["sweep", "TINY", "--alphas", "0", "0.2"], {"language": "julia"}, "A valid language must be specified"),
+    (["analyze", "faces-alpha-0", "faces-alpha-0-2"], {"kernel_type": "app"}, "A valid kernel type must be specified"),
+    (["analyze", "faces-alpha-0", "tiny"], {}, "Kernel slug must be at least five characters"),
+])
+def test_commands_stop_at_the_clis_refusal(stand_in, tmp_path, monkeypatch, capsys, command, root_change, refusal):
+    """push, sweep and analyze with metadata the CLI refuses (from the root kernel-metadata.json, or a kernel source
+    given on the command line): exit code 1 with the built file and the CLI's words, no traceback, and no push
+    reached Kaggle (the sweep pushes none of its variants)."""
+    root = json.loads((REPO_ROOT / "kernel-metadata.json").read_text())
+    (tmp_path / "root-metadata.json").write_text(json.dumps({**root, **root_change}))
+    monkeypatch.setattr("tools.kaggle.build.ROOT_METADATA", tmp_path / "root-metadata.json")
+    notebook = str(make_notebook(tmp_path / "train.ipynb"))
+    build = tmp_path / "build"
+    argv = [notebook if arg == "TINY" else arg for arg in command]
+    code, out, err = run_cli([*argv, "--build-dir", str(build), "--results-dir", str(tmp_path / "results")], capsys)
+    assert code == EXIT_ERROR, err
+    assert re.search(re.escape(f"error: {build}{os.sep}") + r"[a-z0-9-]+" + re.escape(f"{os.sep}kernel-metadata.json: "
+                     "the Kaggle CLI refused it before sending anything, so nothing was pushed: "), err), err
+    assert refusal in err and "Traceback" not in out + err
+    assert not stand_in.method_calls("SaveKernel")
 
 
 def test_follow_the_name_kaggle_gave():
     """The push answer's ref names the kernel that status and pull must follow."""
-    assert kg.pushed_name("/code/tester/train-alpha-0-1") == ("tester", "train-alpha-0-1")
-    assert kg.pushed_name("https://www.kaggle.com/code/tester/renamed-kernel") == ("tester", "renamed-kernel")
-    assert kg.pushed_name("tester/train-alpha-0-1") == ("tester", "train-alpha-0-1")
-    assert kg.pushed_name("") is None
-    assert kg.kernel_ref("train-alpha-0-1", "tester") == "tester/train-alpha-0-1"
-    assert kg.kernel_ref("tester/train-alpha-0-1/3", "x") == "tester/train-alpha-0-1/3"
-    with pytest.raises(kg.KaggleError, match="OWNER/SLUG/VERSION"):
-        kg.kernel_ref("tester/train/latest", "x")
+    assert pushed_name("/code/tester/train-alpha-0-1") == ("tester", "train-alpha-0-1")
+    assert pushed_name("https://www.kaggle.com/code/tester/renamed-kernel") == ("tester", "renamed-kernel")
+    assert pushed_name("tester/train-alpha-0-1") == ("tester", "train-alpha-0-1")
+    assert pushed_name("") is None
+    assert kernel_ref("train-alpha-0-1", "tester") == "tester/train-alpha-0-1"
+    assert kernel_ref("tester/train-alpha-0-1/3", "x") == "tester/train-alpha-0-1/3"
+    with pytest.raises(KaggleError, match="OWNER/SLUG/VERSION"):
+        kernel_ref("tester/train/latest", "x")
 
 
 # ---------------------------------------------------------------------------------------------- set-up errors
@@ -600,7 +643,7 @@ def test_push_without_credentials_explains_the_token(isolated, tmp_path):
     done = subprocess.run([sys.executable, "-m", "tools.kaggle", "push", str(notebook), "-p", "alpha", "0.1",
                            "--build-dir", str(build)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == kg.EXIT_ERROR
+    assert done.returncode == EXIT_ERROR
     assert "no Kaggle credentials found" in done.stderr and "Create New Token" in done.stderr
     assert "kaggle.json" in done.stderr and "chmod 600" in done.stderr and "KAGGLE_API_TOKEN" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -611,7 +654,7 @@ def test_missing_cli_is_one_message(creds, tmp_path, monkeypatch, capsys):
     """Without the kaggle package: exit code 1 and how to install it."""
     monkeypatch.setitem(sys.modules, "kaggle", None)  # makes `import kaggle` fail
     notebook = make_notebook(tmp_path / "train.ipynb")
-    assert kg.main(["push", str(notebook), "--build-dir", str(tmp_path / "build")]) == kg.EXIT_ERROR
+    assert kaggle_cli(["push", str(notebook), "--build-dir", str(tmp_path / "build")]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "Kaggle CLI" in err and "pip install" in err and "Traceback" not in err
 
@@ -636,9 +679,9 @@ def test_old_cli_is_one_message(creds, tmp_path, version):
     done = subprocess.run([sys.executable, "-m", "tools.kaggle", "push", str(notebook), "--build-dir",
                            str(tmp_path / "build")], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == kg.EXIT_ERROR
-    assert f"kaggle {version} is installed; this tool needs kaggle >= {kg.MIN_CLI}" in done.stderr
-    assert f"pip install 'kaggle>={kg.MIN_CLI}'" in done.stderr and "Traceback" not in done.stdout + done.stderr
+    assert done.returncode == EXIT_ERROR
+    assert f"kaggle {version} is installed; this tool needs kaggle >= {MIN_CLI}" in done.stderr
+    assert f"pip install 'kaggle>={MIN_CLI}'" in done.stderr and "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "build").exists()
 
 
@@ -648,31 +691,31 @@ def test_cli_exiting_on_import_gives_the_credentials_help(isolated, tmp_path, mo
     monkeypatch.syspath_prepend(str(site))
     for name in [m for m in sys.modules if m == "kaggle" or m.startswith("kaggle.")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(kg, "installed_cli_version", lambda: "2.2.5")
-    with pytest.raises(kg.KaggleError, match="no Kaggle credentials found") as info:
-        kg.load_cli()
+    monkeypatch.setattr("tools.kaggle.cli.installed_cli_version", lambda: "2.2.5")
+    with pytest.raises(KaggleError, match="no Kaggle credentials found") as info:
+        load_cli()
     assert "kaggle.json" in str(info.value)
 
 
 def test_cli_versions_compare_in_full():
     """2.2.10 is newer than 2.2.5 and 2.2.5rc1 is not older than 2.2.4 (a string or major-only check gets both wrong)."""
-    assert kg.cli_version("2.2.10") > kg.MIN_CLI_VERSION > kg.cli_version("2.2.4")
-    assert kg.cli_version("2.2.5rc1") == (2, 2, 5) and kg.cli_version("3") > kg.MIN_CLI_VERSION
-    assert kg.cli_version("dev") == ()
+    assert cli_version("2.2.10") > MIN_CLI_VERSION > cli_version("2.2.4")
+    assert cli_version("2.2.5rc1") == (2, 2, 5) and cli_version("3") > MIN_CLI_VERSION
+    assert cli_version("dev") == ()
 
 
 def test_run_error_reads_plain_logs():
     """The notebook's exception is found in a plain-text log too, skipping papermill's wrapper."""
     log = ("Traceback (most recent call last):\n  File x\npapermill.exceptions.PapermillExecutionError: \n"
            f"utils.data.DataError: {DATA_ERROR}\n")
-    assert kg.run_error(log) == f"DataError: {DATA_ERROR}"
-    assert kg.run_error("all good\n") is None
+    assert run_error(log) == f"DataError: {DATA_ERROR}"
+    assert run_error("all good\n") is None
 
 
 def test_wait_backs_off_exponentially(monkeypatch):
     """Status polls double their interval up to --poll-max and stop at the first final state."""
     states = iter(["QUEUED", "RUNNING", "RUNNING", "RUNNING", "RUNNING", "COMPLETE"])
-    monkeypatch.setattr(kg, "kernel_status", lambda api, ref: (next(states), None))
+    monkeypatch.setattr("tools.kaggle.calls.kernel_status", lambda api, ref: (next(states), None))
     delays: list[float] = []
-    assert kg.wait_for(None, "tester/train-alpha-0-1", poll=1, poll_max=4, sleep=delays.append) == ("COMPLETE", None)
+    assert wait_for(None, "tester/train-alpha-0-1", poll=1, poll_max=4, sleep=delays.append) == ("COMPLETE", None)
     assert delays == [1, 2, 4, 4, 4]

@@ -1,4 +1,4 @@
-"""The notebooks as committed: one commented `parameters` cell each, kept in step with utils.training.PARAMETERS (the
+"""The notebooks as committed: one commented `parameters` cell each, kept in step with utils.parameters.PARAMETERS (the
 one definition of the train notebook's parameters) and with the presets in params/; short, stripped, python3."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.kaggle import notebook_defaults
-from utils import training
+from tools.kaggle.build import notebook_defaults
+from utils import parameters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -41,13 +41,13 @@ def test_every_parameter_is_commented_on_its_line(notebook):
 
 
 def test_train_parameters_cell_matches_the_definition():
-    """Same names in the same order and the same defaults as training.PARAMETERS, and the defaults pass its checks."""
+    """Same names in the same order and the same defaults as parameters.PARAMETERS, and the defaults pass its checks."""
     defaults = notebook_defaults(REPO_ROOT / "notebooks" / "train.ipynb")
-    assert list(defaults) == list(training.PARAMETERS), "train.ipynb's parameters differ from training.PARAMETERS"
-    for name, (default, *_rest) in training.PARAMETERS.items():
+    assert list(defaults) == list(parameters.PARAMETERS), "train.ipynb's parameters differ from parameters.PARAMETERS"
+    for name, (default, *_rest) in parameters.PARAMETERS.items():
         assert defaults[name] == default, f"{name}: the notebook says {defaults[name]!r}, PARAMETERS {default!r}"
-    assert training.validate_params(defaults) == defaults
-    assert training.PARAMETER_DEFAULTS == {name: defaults[name] for name in training.ADDED_LATER}
+    assert parameters.validate_params(defaults) == defaults
+    assert parameters.PARAMETER_DEFAULTS == {name: defaults[name] for name in parameters.ADDED_LATER}
 
 
 @pytest.mark.parametrize("preset, notebook", sorted(PRESETS.items()))
@@ -57,7 +57,7 @@ def test_presets_name_only_the_notebooks_parameters(preset, notebook):
     declared = notebook_defaults(REPO_ROOT / "notebooks" / f"{notebook}.ipynb")
     assert set(values) <= set(declared), f"{preset}: {sorted(set(values) - set(declared))} not in {notebook}.ipynb"
     if notebook == "train":
-        training.validate_params({**declared, **values, "data_dir": None})
+        parameters.validate_params({**declared, **values, "data_dir": None})
 
 
 def test_every_preset_is_known():

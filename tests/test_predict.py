@@ -32,8 +32,8 @@ def test_predict_folder_with_corrupt_files(mixed_folder, tiny_run, tmp_path, cap
 
     folder, good = mixed_folder
     out_csv = tmp_path / "out" / "predictions.csv"
-    code = predict.main(["--model", str(tiny_run / "model.keras"), str(folder), "--csv", str(out_csv),
-                         "--threshold", "0.5", "--batch-size", "2", "--progress-every", "2"])
+    code = predict.predict_cli(["--model", str(tiny_run / "model.keras"), str(folder), "--csv", str(out_csv),
+                                "--threshold", "0.5", "--batch-size", "2", "--progress-every", "2"])
     captured = capsys.readouterr()
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
@@ -53,8 +53,8 @@ def test_predict_nothing_readable_exits_1(tiny_run, tmp_path, capsys):
     from utils import predict
 
     (tmp_path / "empty.jpg").write_bytes(b"")
-    assert predict.main(["--model", str(tiny_run / "model.keras"), str(tmp_path / "empty.jpg"),
-                         str(tmp_path / "missing")]) == 1
+    assert predict.predict_cli(["--model", str(tiny_run / "model.keras"), str(tmp_path / "empty.jpg"),
+                                str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "empty file" in err
 

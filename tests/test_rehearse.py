@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 from kaggle_standin import tiny_140k
 
-from tools import kaggle as kg
+from tools.kaggle.build import IMAGENET_NOTOP_FILE
+from tools.kaggle.cli import EXIT_ERROR, EXIT_RUN_FAILED
+from tools.kaggle.commands import kaggle_cli
+from tools.kaggle.rehearsal import REHEARSAL_OWNER, input_mount
 from utils.report import count_images
+from utils.runtime import BUILD_RECORD, EXECUTED_NOTEBOOK
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "train.ipynb"
@@ -37,8 +41,8 @@ def rehearsals(tmp_path_factory):
     sim = root / "sim"
 
     def rehearse(slug: str, *extra: str) -> tuple[int, Path]:
-        code = kg.main(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, *extra, "--slug", slug,
-                        "--data", str(data), "--rehearsal-dir", str(sim)])
+        code = kaggle_cli(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, *extra, "--slug", slug,
+                           "--data", str(data), "--rehearsal-dir", str(sim)])
         return code, sim / slug / "output"
 
     budget = rehearse("rehearsal-budget", "-p", "time_budget_hours", "0.000001")  # no time for a second epoch
@@ -78,8 +82,8 @@ def test_time_budget_stops_after_the_last_epoch_that_fits(rehearsals):
     assert counts == {"train": 9, "val": 3, "test": 6}  # the odd sizes this module is about
     assert metrics["val"]["n"] == 3 and metrics["test"]["n"] == 6  # every held-out image evaluated
     assert (run / "backup").is_dir() and (run / "model.keras").is_file()
-    assert not (output / kg.EXECUTED_NOTEBOOK).exists()  # gone when the run ended, as on Kaggle
-    assert json.loads((output / kg.BUILD_RECORD).read_text())["slug"] == "rehearsal-budget"
+    assert not (output / EXECUTED_NOTEBOOK).exists()  # gone when the run ended, as on Kaggle
+    assert json.loads((output / BUILD_RECORD).read_text())["slug"] == "rehearsal-budget"
     assert_report_shows_figures(output)
 
 
@@ -90,9 +94,9 @@ def test_resume_from_the_attached_output_finishes_under_the_strategy(rehearsals)
     assert code == 0, log[-3000:]
     assert "continuing the run attached at" in log and "resuming from" in log
     assert "MirroredStrategy with 2 replica(s) | precision: mixed_float16" in log
-    build = json.loads((output / kg.BUILD_RECORD).read_text())
-    assert build["accelerator"] == "gpu" and build["resume_from"] == f"{kg.REHEARSAL_OWNER}/rehearsal-budget"
-    mount = kg.input_mount("kernel", build["resume_from"])  # notebooks/<owner>/<slug>, as Kaggle mounts it in 2026
+    build = json.loads((output / BUILD_RECORD).read_text())
+    assert build["accelerator"] == "gpu" and build["resume_from"] == f"{REHEARSAL_OWNER}/rehearsal-budget"
+    mount = input_mount("kernel", build["resume_from"])  # notebooks/<owner>/<slug>, as Kaggle mounts it in 2026
     attached = rehearsals["sim"] / "rehearsal-resume" / "input" / mount / RUN_FOLDER / "params.json"
     assert attached.is_file() and attached.stat().st_mode & 0o222 == 0  # mounted read-only
     run = output / RUN_FOLDER
@@ -110,7 +114,7 @@ def test_mixed_float16_model_evaluates_and_explains(rehearsals):
     scaled learning rate kept, and gives finite Grad-CAM maps."""
     import keras
 
-    from utils import data, evaluation, explanation
+    from utils import data, evaluation, explanation, metrics, pipeline
     from utils.model import load_model
 
     before = keras.mixed_precision.global_policy()
@@ -126,10 +130,10 @@ def test_mixed_float16_model_evaluates_and_explains(rehearsals):
     assert model.output.dtype == "float32" and getattr(model, "optimizer", None) is None
     assert float(trained.optimizer.learning_rate) == pytest.approx(0.002)
     index = data.index_dataset(str(rehearsals["data"]), val_split=0.25, seed=42, max_images=MAX_IMAGES)
-    y_true, p_fake = evaluation.collect_predictions(model, data.make_dataset(index.test, 32, 4, training=False))
+    y_true, p_fake = evaluation.collect_predictions(model, pipeline.make_dataset(index.test, 32, 4, training=False))
     assert p_fake.dtype == np.float32 and np.all((p_fake >= 0) & (p_fake <= 1)) and len(y_true) == len(index.test)
-    assert 0 <= evaluation.binary_metrics(y_true, p_fake)["accuracy"] <= 1
-    images = data.load_images(index.test.paths[:2], 32)
+    assert 0 <= metrics.binary_metrics(y_true, p_fake)["accuracy"] <= 1
+    images = pipeline.load_images(index.test.paths[:2], 32)
     maps = explanation.grad_cam(model, images)
     assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
 
@@ -138,20 +142,20 @@ def test_bad_values_fail_in_the_rehearsal(rehearsals, capsys):
     """An unknown dataset folder fails with the notebook's own message before any push; weights='imagenet' with
     the internet off is refused while building, with how to attach the weights instead."""
     sim = rehearsals["sim"]
-    code = kg.main(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, "-p", "data_dir",
-                    "/kaggle/input/no-such-faces", "--slug", "rehearsal-bad-data", "--data", str(rehearsals["data"]),
-                    "--rehearsal-dir", str(sim)])
+    code = kaggle_cli(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, "-p", "data_dir",
+                       "/kaggle/input/no-such-faces", "--slug", "rehearsal-bad-data", "--data", str(rehearsals["data"]),
+                       "--rehearsal-dir", str(sim)])
     err = capsys.readouterr().err
-    assert code == kg.EXIT_RUN_FAILED
+    assert code == EXIT_RUN_FAILED
     message = "parameter data_dir='/kaggle/input/no-such-faces' is invalid"
     assert f"the notebook raised ValueError: {message}" in err
     report = (sim / "rehearsal-bad-data" / "output" / "rehearsal-bad-data.html").read_text()
     assert "The run failed" in report and message in report
 
-    code = kg.main(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, "-p", "weights", "imagenet",
-                    "--slug", "rehearsal-imagenet", "--rehearsal-dir", str(sim)])
+    code = kaggle_cli(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, "-p", "weights", "imagenet",
+                       "--slug", "rehearsal-imagenet", "--rehearsal-dir", str(sim)])
     err = capsys.readouterr().err
-    assert code == kg.EXIT_ERROR and "internet off" in err and kg.IMAGENET_NOTOP_FILE in err
+    assert code == EXIT_ERROR and "internet off" in err and IMAGENET_NOTOP_FILE in err
     assert not (sim / "rehearsal-imagenet").exists()
 
 
@@ -160,7 +164,7 @@ def test_bad_values_fail_in_the_rehearsal(rehearsals, capsys):
 
 def test_time_budget_resolution(monkeypatch):
     """None: just under Kaggle's session limit on Kaggle, off elsewhere; 0 off; hours as given."""
-    from utils import training
+    from utils import parameters, training
     from utils.runtime import KAGGLE_SESSION_HOURS
 
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
@@ -170,17 +174,17 @@ def test_time_budget_resolution(monkeypatch):
     assert 0 < training.resolve_time_budget(None) < KAGGLE_SESSION_HOURS
     assert training.resolve_time_budget(0) is None
     with pytest.raises(ValueError, match="time_budget_hours"):
-        training.validate_params({**{name: None for name in training.PARAMETERS}, **training.PARAMETER_DEFAULTS,
-                                  "alpha": 0.2, "epochs": 1,
-                                  "batch_size": 2, "image_size": 32, "val_split": 0.25, "seed": 0,
-                                  "learning_rate": 0.001, "bn_momentum": 0.9, "early_stopping": 0,
-                                  "output_dir": "x", "time_budget_hours": -1})
+        parameters.validate_params({**{name: None for name in parameters.PARAMETERS}, **parameters.PARAMETER_DEFAULTS,
+                                    "alpha": 0.2, "epochs": 1,
+                                    "batch_size": 2, "image_size": 32, "val_split": 0.25, "seed": 0,
+                                    "learning_rate": 0.001, "bn_momentum": 0.9, "early_stopping": 0,
+                                    "output_dir": "x", "time_budget_hours": -1})
 
 
 def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
     """On Kaggle, an empty run folder is filled from the same folder of an attached output (one with a backup
     preferred), as writable copies; elsewhere nothing is looked for."""
-    from utils import training
+    from utils import resume
 
     working, inputs = tmp_path / "working", tmp_path / "input"
     old = inputs / "notebooks" / "me" / "train-old" / "versions" / "2" / "train"  # the 2026 mount, newest version
@@ -199,12 +203,12 @@ def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_INPUT_ROOT", str(inputs))
     monkeypatch.setenv("KAGGLE_WORKING_ROOT", str(working))
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    assert training.attached_run(working / "train") is None
+    assert resume.attached_run(working / "train") is None
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    assert training.attached_run(working / "train") == old
-    assert training.attached_run(working / "other") is None
-    assert training.attached_run(tmp_path / "elsewhere" / "train") is None  # outside the working folder
-    out = training.claim_output_dir(working / "train", {"alpha": 0.2})
+    assert resume.attached_run(working / "train") == old
+    assert resume.attached_run(working / "other") is None
+    assert resume.attached_run(tmp_path / "elsewhere" / "train") is None  # outside the working folder
+    out = resume.claim_output_dir(working / "train", {"alpha": 0.2})
     copied = out / "backup" / "training_metadata.json"
     assert copied.read_text() == '{"epoch": 0}' and copied.stat().st_mode & 0o200
     copied.write_text("{}")  # writable: training goes on in it

@@ -69,7 +69,7 @@ def test_predict_follows_the_runs_resize_mode(boards, tmp_path, capsys):
     for mode in ("crop", "resize"):
         model = _pattern_detector(tmp_path / mode / "model.keras")
         (model.parent / "params.json").write_text(json.dumps({"image_size": SIZE, "resize_mode": mode}))
-        assert predict.main(["--model", str(model), str(boards / "real"), "--csv", str(tmp_path / f"{mode}.csv")]) == 0
+        assert predict.predict_cli(["--model", str(model), str(boards / "real"), "--csv", str(tmp_path / f"{mode}.csv")]) == 0
         assert f"images brought to size by {mode!r}" in capsys.readouterr().err
         rows = list(csv.DictReader(io.StringIO((tmp_path / f"{mode}.csv").read_text())))
         p_fake[mode] = [float(r["p_fake"]) for r in rows]

@@ -1,10 +1,11 @@
-"""utils.runtime: JSON-ready conversion and atomic writes, Kaggle's input mounts, the build record and the GPU check."""
+"""utils.runtime: JSON-ready conversion and atomic writes, quiet logs, Kaggle's input mounts and the build record."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import simulated_kaggle
 
 from tools.notebook import parse_value
 from utils import run_files
@@ -68,25 +69,10 @@ def test_quiet_logs_silences_tensorflow_start_up_in_a_clean_environment():
 # ---------------------------------------------------------------------------------------------- Kaggle's folders
 
 
-def _kaggle(monkeypatch, tmp_path: Path, run_type: str | None = "Batch") -> tuple[Path, Path]:
-    """A simulated /kaggle: (input folder, working folder) through the variables a rehearsal sets."""
-    inputs, working = tmp_path / "input", tmp_path / "working"
-    inputs.mkdir()
-    working.mkdir()
-    monkeypatch.setenv("KAGGLE_INPUT_ROOT", str(inputs))
-    monkeypatch.setenv("KAGGLE_WORKING_ROOT", str(working))
-    monkeypatch.delenv("KAGGLE_REHEARSAL_REPLICAS", raising=False)
-    if run_type is None:
-        monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    else:
-        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", run_type)
-    return inputs, working
-
-
 def test_attached_sources_in_both_layouts_take_the_newest_version(monkeypatch, tmp_path):
     from utils import runtime
 
-    inputs, _ = _kaggle(monkeypatch, tmp_path)
+    inputs, _ = simulated_kaggle(monkeypatch, tmp_path)
     for folder in ["datasets/xhlulu/140k-real-and-fake-faces/real_vs_fake", "datasets/me/weights/versions/2/w",
                    "datasets/me/weights/versions/10/w", "notebooks/me/train-a/train", "old-slug/train",
                    ".hidden/x"]:
@@ -104,7 +90,7 @@ def test_attached_sources_in_both_layouts_take_the_newest_version(monkeypatch, t
 def test_attached_output_finds_a_kernel_in_the_2026_layout(monkeypatch, tmp_path, ref):
     from utils import runtime
 
-    inputs, _ = _kaggle(monkeypatch, tmp_path)
+    inputs, _ = simulated_kaggle(monkeypatch, tmp_path)
     (inputs / "notebooks/me/train-a/train").mkdir(parents=True)
     (inputs / "notebooks/other/train-b").mkdir(parents=True)
     assert runtime.attached_output(ref) == inputs / "notebooks/me/train-a"
@@ -117,7 +103,7 @@ def test_attached_output_finds_a_kernel_in_the_2026_layout(monkeypatch, tmp_path
 def test_attached_output_finds_a_kernel_in_the_older_layout_and_rejects_bad_refs(monkeypatch, tmp_path):
     from utils import runtime
 
-    inputs, _ = _kaggle(monkeypatch, tmp_path)
+    inputs, _ = simulated_kaggle(monkeypatch, tmp_path)
     (inputs / "train-a" / "train").mkdir(parents=True)
     assert runtime.attached_output("me/train-a") == inputs / "train-a"
     assert runtime.attached_output("train-a/2") == inputs / "train-a"
@@ -144,7 +130,7 @@ def test_find_run_dirs_lists_the_training_run_folders(tmp_path):
 def test_build_record_is_read_on_kaggle_only(monkeypatch, tmp_path):
     from utils import runtime
 
-    _, working = _kaggle(monkeypatch, tmp_path, run_type=None)
+    _, working = simulated_kaggle(monkeypatch, tmp_path, run_type=None)
     (working / runtime.BUILD_RECORD).write_text(json.dumps({"slug": "train-x", "resume_from": None}))
     assert runtime.build_record() is None  # off Kaggle a stray file means nothing
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
@@ -159,59 +145,12 @@ def test_build_record_is_read_on_kaggle_only(monkeypatch, tmp_path):
     assert runtime.build_record() is None  # run on Kaggle by hand, not pushed
 
 
-def test_check_accelerator_stops_a_gpu_push_that_got_no_gpu(monkeypatch, tmp_path):
-    """Decided from the GPUs TensorFlow lists (faked here): only on Kaggle, only for "gpu", never in a rehearsal."""
-    from utils import runtime
-
-    _kaggle(monkeypatch, tmp_path)
-    gpus = [0]
-    monkeypatch.setattr(runtime, "_visible_gpus", lambda: gpus[0])
-    with pytest.raises(runtime.AcceleratorMissingError) as error:
-        runtime.check_accelerator("gpu")
-    for hint in ("phone-verified", "GPU T4 x2", "kaggle quota", "--cpu", "before any data was scanned"):
-        assert hint in str(error.value)
-    for expected in ("none", "tpu", None):
-        runtime.check_accelerator(expected)  # a CPU push, or no record: nothing to check
-    monkeypatch.setenv("KAGGLE_REHEARSAL_REPLICAS", "2")
-    runtime.check_accelerator("gpu")  # the rehearsal's logical replicas stand for the T4s
-    monkeypatch.delenv("KAGGLE_REHEARSAL_REPLICAS")
-    gpus[0] = 2
-    runtime.check_accelerator("gpu")
-    gpus[0] = 0
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
-    runtime.check_accelerator("gpu")  # off Kaggle the CPU fallback stays silent
-    with pytest.raises(ValueError, match="expected accelerator 'GPU' is invalid"):
-        runtime.check_accelerator("GPU")
-
-
-def test_check_accelerator_fails_fast_in_a_kaggle_kernel_without_a_gpu(tmp_path):
-    """The real check in a fresh process, as the generated first cell runs it: Kaggle simulated, no GPU visible."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    (tmp_path / "input").mkdir()
-    (tmp_path / "working").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
-    env.update({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KAGGLE_INPUT_ROOT": str(tmp_path / "input"),
-                "KAGGLE_WORKING_ROOT": str(tmp_path / "working"), "CUDA_VISIBLE_DEVICES": "",
-                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", "from utils.runtime import check_accelerator\n"
-                           "check_accelerator('gpu')\nprint('went on')"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert time.monotonic() - started < 60
-    assert done.returncode != 0 and "went on" not in done.stdout
-    assert "AcceleratorMissingError: this kernel was pushed for a GPU (GPU T4 x2) but TensorFlow sees none" in done.stderr
-
-
 def test_analysis_run_dirs_name_attached_kernels_on_kaggle(monkeypatch, tmp_path):
     """analyze.ipynb's run_dirs on Kaggle: a kernel stands for the run folders in its attached output (either layout);
     a name that is neither a folder nor attached stops at once, saying what is attached."""
     from utils.analysis import resolve_run_dirs
 
-    input_dir, _ = _kaggle(monkeypatch, tmp_path)
+    input_dir, _ = simulated_kaggle(monkeypatch, tmp_path)
     new = input_dir / "notebooks" / "tester" / "train-alpha-0" / "train"
     old = input_dir / "train-alpha-0-2" / "train"
     for run in (new, old):

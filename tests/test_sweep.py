@@ -51,10 +51,10 @@ def test_tiny_sweep_trains_each_alpha_and_compares_them(tiny_dataset, tiny_run, 
     shutil.copytree(tiny_run, tmp_path / "alpha-0.2")
     model_time = (tmp_path / "alpha-0.2" / "model.keras").stat().st_mtime_ns
     params = {**TINY_TRAIN_PARAMS, "epochs": 1, "data_dir": str(tiny_dataset), "output_dir": "ignored"}
-    code = sweep.main(["--alphas", "0", "0.2", "--output-root", str(tmp_path),
-                       *[x for k, v in params.items() for x in ("-p", k, json.dumps(v))],
-                       "-a", "robustness", json.dumps({"jpeg_quality": [100, 30]}), "-a", "robustness_images", "2",
-                       "-a", "gradcam_samples", "1"])
+    code = sweep.sweep_cli(["--alphas", "0", "0.2", "--output-root", str(tmp_path),
+                            *[x for k, v in params.items() for x in ("-p", k, json.dumps(v))],
+                            "-a", "robustness", json.dumps({"jpeg_quality": [100, 30]}), "-a", "robustness_images", "2",
+                            "-a", "gradcam_samples", "1"])
     assert code == 0
     trained = json.loads((tmp_path / "alpha-0" / "metrics.json").read_text())
     assert trained["params"]["alpha"] == 0.0 and trained["epochs_run"] == 1

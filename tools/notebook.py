@@ -74,9 +74,9 @@ def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: st
     return executed
 
 
-def main(argv: list[str] | None = None) -> int:
+def notebook_cli(argv: list[str] | None = None) -> int:
     """Command line: python -m tools.notebook NOTEBOOK [-f PARAMS.yaml] [-p NAME VALUE ...]."""
-    parser = argparse.ArgumentParser(prog="python -m tools.notebook", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.notebook", description=notebook_cli.__doc__)
     parser.add_argument("notebook", help="notebook to execute, e.g. notebooks/train.ipynb")
     parser.add_argument("-f", "--parameters-file", help="YAML file of parameters (e.g. params/cpu-demo.yaml)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -91,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(notebook_cli())

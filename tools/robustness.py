@@ -98,9 +98,9 @@ def run_study(datasets: dict[str, str | None], params: dict[str, Any], root: str
             "report_dir": str(report_dir)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def robustness_cli(argv: list[str] | None = None) -> int:
     """Command line: python -m tools.robustness [--faces DIR] [--seeds S ...] [-f PARAMS.yaml] [-p NAME VALUE ...]."""
-    parser = argparse.ArgumentParser(prog="python -m tools.robustness", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.robustness", description=robustness_cli.__doc__)
     parser.add_argument("--faces", action="append", default=[], metavar="DIR",
                         help="a folder of real and fake faces (any layout the loader knows) studied beside the "
                              "embedded default; repeatable; the folder's name names it in the report")
@@ -138,4 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(robustness_cli())

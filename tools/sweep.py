@@ -65,9 +65,9 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
     return {"run_dirs": run_dirs, "analysis_dir": str(analysis_dir) if analyze else None}
 
 
-def main(argv: list[str] | None = None) -> int:
+def sweep_cli(argv: list[str] | None = None) -> int:
     """Command line: python -m tools.sweep [--alphas A ...] [--seeds S ...] [-f PARAMS.yaml] [-p NAME VALUE ...]."""
-    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=sweep_cli.__doc__)
     parser.add_argument("--alphas", nargs="+", type=float, default=list(DEFAULT_ALPHAS),
                         help=f"LeakyReLU slopes to train (default {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
@@ -98,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(sweep_cli())

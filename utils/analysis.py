@@ -11,11 +11,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from utils import data, evaluation, probes, run_files
+from utils import comparison, data, evaluation, metrics, pipeline, plots, probes, run_files
 from utils.data import CLASS_NAMES, Split, cap_split
 from utils.runtime import to_jsonable, write_json
 
-THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (evaluation.choose_threshold)
+THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (metrics.choose_threshold)
 ECE_BINS = 15
 PREDICT_BATCH = 64
 BASELINE_TRAIN_IMAGES = 1000  # per class of the run's train split that the spectrum-probe baseline is fit on
@@ -62,7 +62,7 @@ class Run:
     @property
     def resize_mode(self) -> str:
         """How the run brought images to size ("resize" or "crop"; "resize" for runs recorded before the choice)."""
-        return data.run_resize_mode(self.params)
+        return pipeline.run_resize_mode(self.params)
 
     @property
     def report_label(self) -> str:
@@ -159,9 +159,9 @@ def dataset_split(data_dir: str, max_images: int | None = None, seed: int = 0) -
 
 
 def predict_split(model: Any, split: Split, image_size: int, batch_size: int = PREDICT_BATCH,
-                  resize_mode: str = data.DEFAULT_RESIZE_MODE) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, P(fake)) of a split, images decoded and sized as the run evaluated them (utils.data.make_dataset)."""
-    ds = data.make_dataset(split, image_size, batch_size, training=False, cache=False, resize_mode=resize_mode)
+                  resize_mode: str = pipeline.DEFAULT_RESIZE_MODE) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, P(fake)) of a split, images decoded and sized as the run evaluated them (utils.pipeline.make_dataset)."""
+    ds = pipeline.make_dataset(split, image_size, batch_size, training=False, cache=False, resize_mode=resize_mode)
     return evaluation.collect_predictions(model, ds)
 
 
@@ -193,31 +193,31 @@ def validation_metrics(run: Run) -> dict[str, Any]:
     from sklearn.metrics import log_loss
 
     y, p = run.y["val"], run.p["val"]
-    return evaluation.binary_metrics(y, p, 0.5) | {"log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7),
-                                                                               labels=[0, 1]))}
+    return metrics.binary_metrics(y, p, 0.5) | {"log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7),
+                                                                           labels=[0, 1]))}
 
 
 def held_out_metrics(run: Run, n_bins: int = ECE_BINS,
-                     n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+                     n_resamples: int = metrics.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """Report-split metrics at 0.5 and at the validation threshold, the ECE, and bootstrap intervals of both splits."""
     y, p = run.y[run.report_split], run.p[run.report_split]
     try:
-        threshold = evaluation.choose_threshold(run.y["val"], run.p["val"], THRESHOLD_METHOD)
+        threshold = metrics.choose_threshold(run.y["val"], run.p["val"], THRESHOLD_METHOD)
     except ValueError:  # a validation split with one class cannot rank; keep the default threshold
         threshold = None
     return {
         "report_split": run.report_split,
         "optimistic": run.report_split != "test",
         "note": None if run.report_split == "test" else OPTIMISTIC_NOTE,
-        "metrics": evaluation.binary_metrics(y, p, 0.5),
-        "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples),
+        "metrics": metrics.binary_metrics(y, p, 0.5),
+        "intervals": metrics.bootstrap_intervals(y, p, 0.5, n_resamples),
         "val_threshold": threshold,
         "threshold_method": THRESHOLD_METHOD,
-        "metrics_at_val_threshold": evaluation.binary_metrics(y, p, threshold) if threshold is not None else None,
-        "ece": evaluation.expected_calibration_error(y, p, n_bins),
+        "metrics_at_val_threshold": metrics.binary_metrics(y, p, threshold) if threshold is not None else None,
+        "ece": metrics.expected_calibration_error(y, p, n_bins),
         "ece_bins": n_bins,
         "val_metrics": validation_metrics(run),
-        "val_intervals": evaluation.bootstrap_intervals(run.y["val"], run.p["val"], 0.5, n_resamples),
+        "val_intervals": metrics.bootstrap_intervals(run.y["val"], run.p["val"], 0.5, n_resamples),
     }
 
 
@@ -272,26 +272,26 @@ def plot_held_out(run: Run, out: str | os.PathLike | None = None) -> list:
     """Confusion matrix at 0.5 and ROC/PR curves of the report split (saved under `out` when given)."""
     y, p = run.y[run.report_split], run.p[run.report_split]
     out = Path(out) if out is not None else None
-    m = evaluation.binary_metrics(y, p)
+    m = metrics.binary_metrics(y, p)
     title = f"{run.name}: {run.report_label} split, threshold 0.5"
-    figures = [evaluation.plot_confusion_matrix(m["confusion_matrix"], title=title,
-                                               path=out / "confusion_matrix.png" if out else None)]
+    figures = [plots.plot_confusion_matrix(m["confusion_matrix"], title=title,
+                                           path=out / "confusion_matrix.png" if out else None)]
     if m["roc_auc"] is not None:
-        figures.append(evaluation.plot_roc_pr(y, p, label=f"{run.name}, {run.report_label}",
-                                              path=out / "roc_pr.png" if out else None))
+        figures.append(plots.plot_roc_pr(y, p, label=f"{run.name}, {run.report_label}",
+                                         path=out / "roc_pr.png" if out else None))
     return figures
 
 
 def plot_calibration(run: Run, out: str | os.PathLike | None = None):
     """Reliability diagram of P(fake) on the report split (saved under `out` when given)."""
     y, p = run.y[run.report_split], run.p[run.report_split]
-    return evaluation.plot_reliability(y, p, n_bins=ECE_BINS, path=Path(out) / "reliability.png" if out else None,
-                                       title=f"{run.name}: reliability of P(fake), {run.report_label} split")
+    return plots.plot_reliability(y, p, n_bins=ECE_BINS, path=Path(out) / "reliability.png" if out else None,
+                                  title=f"{run.name}: reliability of P(fake), {run.report_label} split")
 
 
 # ------------------------------------------------------------------------------------------------ per source
 
-def source_intervals(run: Run, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES,
+def source_intervals(run: Run, n_resamples: int = metrics.BOOTSTRAP_RESAMPLES,
                      threshold: float = 0.5) -> dict[str, dict[str, dict]]:
     """Per evaluated split (val, report split) and source: metrics with bootstrap intervals; {} for one source.
 
@@ -315,7 +315,7 @@ def source_interval_frame(by_source: Mapping[str, Mapping[str, Mapping[str, Any]
             for source, entry in sources.items():
                 intervals = entry["intervals"]["metrics"]
                 rows.append({"run": name, "split": label, "source": source, "n": entry["n"],
-                             **{metric: evaluation.format_interval(intervals[metric], digits)
+                             **{metric: metrics.format_interval(intervals[metric], digits)
                                 for metric in ("accuracy", "roc_auc")}})
     return pd.DataFrame(rows, columns=["run", "split", "source", "n", "accuracy", "roc_auc"])
 
@@ -327,7 +327,7 @@ def robustness(run: Run, grid: Mapping[str, Iterable[float]] = evaluation.ROBUST
                batch_size: int = PREDICT_BATCH) -> pd.DataFrame:
     """AUC and accuracy of the run on (at most max_images per class of) its report split under each degradation."""
     split = cap_split(run.splits[run.report_split], max_images, int(run.params["seed"]))
-    images = data.load_images(split.paths, run.image_size, run.resize_mode)
+    images = pipeline.load_images(split.paths, run.image_size, run.resize_mode)
 
     def predict(x: np.ndarray) -> np.ndarray:
         return evaluation.predict_proba(run.model, x, batch_size)
@@ -385,7 +385,7 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
                 # A figure left by an earlier analysis in this folder would otherwise pass for this one's.
                 (out / f"{name}.png").unlink(missing_ok=True)
             continue
-        images = data.load_images([split.paths[i] for i in idx], run.image_size, run.resize_mode)
+        images = pipeline.load_images([split.paths[i] for i in idx], run.image_size, run.resize_mode)
         heatmaps = explanation.grad_cam(run.model, images, layer_name=layer)
         # The first panel names the layer and the split, so a saved figure says what it shows on its own.
         titles = [f"{t}\n{layer} {cells[0]}x{cells[1]}, {run.report_label}" if k == 0 else t
@@ -398,7 +398,7 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
 # ------------------------------------------------------------------------------------------------ other datasets
 
 def extra_datasets(run: Run, data_dirs: Sequence[str], max_images: int | None = None, threshold: float | None = None,
-                   batch_size: int = PREDICT_BATCH, n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES
+                   batch_size: int = PREDICT_BATCH, n_resamples: int = metrics.BOOTSTRAP_RESAMPLES
                    ) -> dict[str, dict]:
     """Metrics (with bootstrap intervals) of the run on every image of each other dataset (cross-generator tests)."""
     results = {}
@@ -406,11 +406,11 @@ def extra_datasets(run: Run, data_dirs: Sequence[str], max_images: int | None = 
         split, info = dataset_split(data_dir, max_images, int(run.params["seed"]))
         y, p = predict_split(run.model, split, run.image_size, batch_size, run.resize_mode)
         key = str(data_dir)
-        results[key] = {"dataset": info, "metrics": evaluation.binary_metrics(y, p, 0.5),
-                        "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples),
-                        "metrics_at_val_threshold": (evaluation.binary_metrics(y, p, threshold)
+        results[key] = {"dataset": info, "metrics": metrics.binary_metrics(y, p, 0.5),
+                        "intervals": metrics.bootstrap_intervals(y, p, 0.5, n_resamples),
+                        "metrics_at_val_threshold": (metrics.binary_metrics(y, p, threshold)
                                                      if threshold is not None else None),
-                        "ece": evaluation.expected_calibration_error(y, p, ECE_BINS)}
+                        "ece": metrics.expected_calibration_error(y, p, ECE_BINS)}
     return results
 
 
@@ -455,24 +455,24 @@ def interval_frame(results: Mapping[str, Mapping[str, Any]], which: str = "all",
             if not intervals:
                 continue
             rows.append({"run": name, "split": split, "n": intervals["n"],
-                         **{metric: evaluation.format_interval(intervals["metrics"][metric], digits)
-                            for metric in evaluation.INTERVAL_METRICS}})
-    return pd.DataFrame(rows, columns=["run", "split", "n", *evaluation.INTERVAL_METRICS])
+                         **{metric: metrics.format_interval(intervals["metrics"][metric], digits)
+                            for metric in metrics.INTERVAL_METRICS}})
+    return pd.DataFrame(rows, columns=["run", "split", "n", *metrics.INTERVAL_METRICS])
 
 
 # ------------------------------------------------------------------------------------------------ trivial baseline
 
 def image_spectra(paths: Sequence[str], image_size: int, chunk: int = 256,
-                  resize_mode: str = data.DEFAULT_RESIZE_MODE) -> np.ndarray:
+                  resize_mode: str = pipeline.DEFAULT_RESIZE_MODE) -> np.ndarray:
     """1-D log spectra (utils.probes) of images decoded and sized exactly as the CNN sees them, in chunks."""
-    parts = [probes.spectra_from_images(data.load_images(list(paths[i:i + chunk]), image_size, resize_mode))
+    parts = [probes.spectra_from_images(pipeline.load_images(list(paths[i:i + chunk]), image_size, resize_mode))
              for i in range(0, len(paths), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, probes.SPECTRUM_BINS))
 
 
 def spectrum_baseline(run: Run, data_dirs: Sequence[str] = (), max_images: int | None = None,
                       train_images: int | None = BASELINE_TRAIN_IMAGES,
-                      n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+                      n_resamples: int = metrics.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """The 1-D spectrum probe fit on the run's train split, scored on its report split and every extra dataset.
 
     It sees the pixels the CNN sees (same decoding and resize) and is scored on the same images at P(fake) 0.5,
@@ -488,8 +488,8 @@ def spectrum_baseline(run: Run, data_dirs: Sequence[str] = (), max_images: int |
     for key, split in splits.items():
         y = np.asarray(split.labels)
         p = probes.probe_p_fake(probe, image_spectra(split.paths, run.image_size, resize_mode=run.resize_mode))
-        scored[key] = {"metrics": evaluation.binary_metrics(y, p, 0.5),
-                       "intervals": evaluation.bootstrap_intervals(y, p, 0.5, n_resamples)}
+        scored[key] = {"metrics": metrics.binary_metrics(y, p, 0.5),
+                       "intervals": metrics.bootstrap_intervals(y, p, 0.5, n_resamples)}
     return {"probe": probes.SPECTRUM_PROBE, "features": f"{probes.SPECTRUM_BINS}-bin azimuthal log spectrum",
             "model": "standardised logistic regression, balanced class weights", "image_size": run.image_size,
             "train_counts": train.counts(), "threshold": 0.5, "results": scored}
@@ -497,7 +497,7 @@ def spectrum_baseline(run: Run, data_dirs: Sequence[str] = (), max_images: int |
 
 def spectrum_baselines(runs: Sequence[Run], data_dirs: Sequence[str] = (), max_images: int | None = None,
                        train_images: int | None = BASELINE_TRAIN_IMAGES,
-                       n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, dict[str, Any]]:
+                       n_resamples: int = metrics.BOOTSTRAP_RESAMPLES) -> dict[str, dict[str, Any]]:
     """spectrum_baseline per run name, computed once per distinct input (same images, size and seed)."""
     # The probe does not depend on alpha: the runs of a sweep that share a seed share one fit.
     cache: dict[tuple, dict[str, Any]] = {}
@@ -527,8 +527,8 @@ def baseline_frame(results: Mapping[str, Mapping[str, Any]], digits: int = 3) ->
                 continue
             row = {"run": name, "dataset": dataset, "n": probe["intervals"]["n"]}
             for metric in ("accuracy", "roc_auc"):
-                row[f"CNN {metric}"] = evaluation.format_interval(model["metrics"][metric], digits)
-                row[f"probe {metric}"] = evaluation.format_interval(probe["intervals"]["metrics"][metric], digits)
+                row[f"CNN {metric}"] = metrics.format_interval(model["metrics"][metric], digits)
+                row[f"probe {metric}"] = metrics.format_interval(probe["intervals"]["metrics"][metric], digits)
             cnn_auc, probe_auc = model["metrics"]["roc_auc"]["estimate"], probe["metrics"]["roc_auc"]
             row["AUC gain over probe"] = (round(cnn_auc - probe_auc, digits)
                                           if cnn_auc is not None and probe_auc is not None else None)
@@ -539,7 +539,7 @@ def baseline_frame(results: Mapping[str, Mapping[str, Any]], digits: int = 3) ->
 # ------------------------------------------------------------------------------------------------ several runs
 
 def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat numbers of one run for evaluation.alpha_table: held-out metrics, ECE, worst robustness and extra-data AUCs."""
+    """Flat numbers of one run for comparison.alpha_table: held-out metrics, ECE, worst robustness and extra-data AUCs."""
     held = result["held_out"]
     at_threshold = held.get("metrics_at_val_threshold") or {}
     val = held.get("val_metrics") or {}
@@ -564,10 +564,10 @@ def tested_metrics(df: pd.DataFrame) -> list[str]:
 
 def alpha_comparison(df: pd.DataFrame, baseline_alpha: float = 0.0) -> dict[str, Any]:
     """Paired differences against the ReLU baseline over seeds (Holm-corrected) and the alpha chosen on validation."""
-    paired = evaluation.paired_alpha_table(df, tested_metrics(df), baseline_alpha)
+    paired = comparison.paired_alpha_table(df, tested_metrics(df), baseline_alpha)
     best = None
     if df["alpha"].nunique() > 1 and ALPHA_CRITERION in df.columns and df[ALPHA_CRITERION].notna().any():
-        alpha = evaluation.choose_alpha(df, ALPHA_CRITERION)
+        alpha = comparison.choose_alpha(df, ALPHA_CRITERION)
         rows = df[df["alpha"] == alpha]
         best = {"alpha": alpha, "criterion": ALPHA_CRITERION, "chosen_on": "val", "runs": int(len(rows)),
                 "reported": {m: float(rows[m].mean()) for m in ("accuracy", "roc_auc", "average_precision", "eer")
@@ -588,32 +588,9 @@ def paired_alpha_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return pd.DataFrame({"alpha": paired["alpha"], "metric": paired["metric"], "pairs": paired["n_pairs"],
                          "ReLU mean": paired["baseline_mean"].round(digits),
                          "alpha mean": paired["alpha_mean"].round(digits),
-                         "difference [95% CI]": paired.apply(evaluation.format_difference, axis=1, digits=digits),
+                         "difference [95% CI]": paired.apply(comparison.format_difference, axis=1, digits=digits),
                          "p (sign-flip)": paired["p_value"].round(3), "min attainable p": paired["min_p"].round(3),
                          "p (Holm)": paired["p_holm"].round(3)})
-
-
-def analyze_run(run_dir: str | os.PathLike, data_dir: str | None = None, extra_data_dirs: Sequence[str] = (),
-                robustness_grid: Mapping[str, Iterable[float]] = evaluation.ROBUSTNESS_GRID,
-                robustness_images: int | None = 100, gradcam_samples: int = 4, max_images: int | None = None,
-                output_dir: str | os.PathLike | None = None, name: str | None = None,
-                run: Run | None = None, baseline: bool = True,
-                n_resamples: int = evaluation.BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
-    """The whole analysis of one run as a JSON-ready dict; figures saved under output_dir when given."""
-    run = run or load_run(run_dir, data_dir, max_images, name)
-    out = Path(output_dir) if output_dir is not None else None
-    held = held_out_metrics(run, n_resamples=n_resamples)
-    record_threshold(run, held["val_threshold"])
-    plot_held_out(run, out)
-    plot_calibration(run, out)
-    table = robustness(run, robustness_grid, robustness_images)
-    if out is not None:
-        evaluation.plot_robustness(table, path=out / "robustness.png", title=f"{run.name}: {run.report_label} split")
-    gradcam, _ = gradcam_figures(run, gradcam_samples, out=out) if gradcam_samples > 0 else ({}, [])
-    extra = extra_datasets(run, extra_data_dirs, max_images, held["val_threshold"], n_resamples=n_resamples)
-    probe = spectrum_baseline(run, extra_data_dirs, max_images, n_resamples=n_resamples) if baseline else None
-    by_source = source_intervals(run, n_resamples)
-    return to_jsonable(run_summary(run, held, table, gradcam, extra, probe, by_source))
 
 
 def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gradcam: dict,

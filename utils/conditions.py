@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from utils import data, degradation, evaluation
+from utils import comparison, degradation, pipeline
 from utils.figures import finish, new_figure
 
 BASELINE_CONDITION = "resize"  # the study's protocol: whole image resized, no degradations
@@ -22,7 +22,7 @@ CONDITION_METRICS = ("accuracy", "roc_auc")  # per run on its report split at th
 
 def condition(params: Mapping[str, Any]) -> str:
     """A run's training condition from its parameters: "resize" or "crop", plus " + degradations" when any is on."""
-    mode = params.get("resize_mode") or data.DEFAULT_RESIZE_MODE
+    mode = params.get("resize_mode") or pipeline.DEFAULT_RESIZE_MODE
     return mode + (" + degradations" if degradation.active(params) else "")
 
 
@@ -90,7 +90,7 @@ def _mean_interval(values: Sequence[float], digits: int = 3) -> str:
     values = values[np.isfinite(values)]
     if not len(values):
         return "n/a"
-    low, high = evaluation.t_interval(values)
+    low, high = comparison.t_interval(values)
     if np.isnan(low):
         return f"{values.mean():.{digits}f}"
     return f"{values.mean():.{digits}f} [{max(low, 0.0):.{digits}f}, {min(high, 1.0):.{digits}f}]"
@@ -117,7 +117,7 @@ def paired_severity(robustness: pd.DataFrame, baseline: str = BASELINE_CONDITION
                     metric: str = "roc_auc") -> pd.DataFrame:
     """Each condition minus the baseline condition, seed by seed, at every transform and severity, per dataset.
 
-    evaluation.paired_table per dataset (t interval over the seed pairs, exact sign-flip test, Holm over the
+    comparison.paired_table per dataset (t interval over the seed pairs, exact sign-flip test, Holm over the
     dataset's whole table).
     """
     tables = []
@@ -125,7 +125,7 @@ def paired_severity(robustness: pd.DataFrame, baseline: str = BASELINE_CONDITION
         wide = rows.assign(metric=rows["transform"] + " " + rows["severity"].map("{:g}".format)).pivot_table(
             index=["condition", "seed"], columns="metric", values=metric, sort=False).reset_index()
         metrics = [c for c in wide.columns if c not in ("condition", "seed")]
-        table = evaluation.paired_table(wide, "condition", baseline, metrics)
+        table = comparison.paired_table(wide, "condition", baseline, metrics)
         tables.append(table.assign(dataset=dataset))
     if not tables:
         return pd.DataFrame()
@@ -141,7 +141,7 @@ def paired_condition_frame(paired: pd.DataFrame, digits: int = 3) -> pd.DataFram
     return pd.DataFrame({"dataset": paired["dataset"], "condition": paired["condition"], "setting": paired["metric"],
                          "pairs": paired["n_pairs"], "baseline": paired["baseline_mean"].round(digits),
                          "condition mean": paired["treated_mean"].round(digits),
-                         "difference [95% CI]": paired.apply(evaluation.format_difference, axis=1, digits=digits),
+                         "difference [95% CI]": paired.apply(comparison.format_difference, axis=1, digits=digits),
                          "p (sign-flip)": paired["p_value"].round(3), "p (Holm)": paired["p_holm"].round(3)})
 
 

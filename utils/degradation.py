@@ -1,7 +1,7 @@
 """Degradation: train-time Gaussian blur, JPEG re-encoding, downscale-then-upscale and Gaussian noise, per image.
 
 Unlike the four augmentation layers (utils.augmentation), which run inside the model on whole batches, these run in
-the tf.data input pipeline (utils.data.make_dataset) on single images before batching, because JPEG re-encoding is a
+the tf.data input pipeline (utils.pipeline.make_dataset) on single images before batching, because JPEG re-encoding is a
 per-image op that is not a Keras layer. They touch the training split only, never validation, test or prediction.
 Every probability is 0 by default, so the study's protocol is unchanged; Wang et al. (CVPR 2020) trained with blur
 sigma in [0, 3] and JPEG quality 30..100, each with probability 0.5.

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from utils.evaluation import check_scores
 from utils.figures import finish, new_figure
+from utils.metrics import check_scores
 from utils.model import gradcam_layer
 
 GROUPS = ("true_real", "true_fake", "false_real", "false_fake")
@@ -92,7 +92,7 @@ def grad_cam(model: keras.Model, images: Any, layer_name: str | None = None, cla
     return np.concatenate(maps).astype(np.float32)
 
 
-def overlay(image: Any, heatmap: Any, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+def overlay(image: Any, heatmap: Any, opacity: float = 0.4, cmap: str = "jet") -> np.ndarray:
     """Blend a 0..1 heatmap (coloured with `cmap`) over an RGB image in 0..255; returns uint8 [H, W, 3]."""
     import matplotlib
 
@@ -102,17 +102,17 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, cmap: str = "jet") -> 
         raise ValueError(f"image must be one RGB image [H, W, 3], got shape {img.shape}")
     if heat.ndim != 2:
         raise ValueError(f"heatmap must be [H, W], got shape {heat.shape}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not 0 <= opacity <= 1:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
     if heat.shape != img.shape[:2]:
         heat = ops.convert_to_numpy(ops.image.resize(heat[..., None], img.shape[:2], interpolation="bilinear"))[..., 0]
     colour = matplotlib.colormaps[cmap](np.clip(heat, 0, 1))[..., :3] * 255.0
-    blended = (1.0 - alpha) * img + alpha * colour
+    blended = (1.0 - opacity) * img + opacity * colour
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def plot_gradcam_grid(images: Any, heatmaps: Any, titles: Sequence[str] | None = None,
-                      path: str | os.PathLike | None = None, ncols: int = 4, alpha: float = 0.4):
+                      path: str | os.PathLike | None = None, ncols: int = 4, opacity: float = 0.4):
     """Grid of Grad-CAM overlays, saved as PNG at `path` when given and shown in the notebook."""
     images = np.asarray(images)
     heatmaps = np.asarray(heatmaps)
@@ -128,7 +128,7 @@ def plot_gradcam_grid(images: Any, heatmaps: Any, titles: Sequence[str] | None =
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
-            ax.imshow(overlay(images[i], heatmaps[i], alpha=alpha))
+            ax.imshow(overlay(images[i], heatmaps[i], opacity=opacity))
             if titles is not None:
                 ax.set_title(titles[i], fontsize=9)
     finish(fig, path)

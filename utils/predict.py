@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from utils import run_files
-from utils.data import CLASS_NAMES, DEFAULT_RESIZE_MODE, IMAGE_EXTENSIONS, run_resize_mode, scan_files
+from utils.data import CLASS_NAMES, IMAGE_EXTENSIONS, scan_files
+from utils.pipeline import DEFAULT_RESIZE_MODE, run_resize_mode
 from utils.runtime import write_atomic
 
 DEFAULT_THRESHOLD = 0.5
@@ -51,7 +52,7 @@ def recorded_threshold(model_path: str | os.PathLike) -> float | None:
 def recorded_resize_mode(model_path: str | os.PathLike) -> str:
     """How the model's run brought images to size: resize_mode in its params.json (else metrics.json's params).
 
-    Runs recorded before resize_mode existed resized whole images (utils.data.DEFAULT_RESIZE_MODE); so does a model
+    Runs recorded before resize_mode existed resized whole images (utils.pipeline.DEFAULT_RESIZE_MODE); so does a model
     without a run folder around it.
     """
     folder = Path(model_path).resolve().parent
@@ -83,7 +84,7 @@ def _short(error: Exception) -> str:
 def _decode(paths: list[str], image_size: int, resize_mode: str = DEFAULT_RESIZE_MODE
             ) -> tuple[np.ndarray, list[str], list[dict]]:
     """Decode a batch as the run evaluated; when the batch fails, file by file so only the bad files are dropped."""
-    from utils.data import load_images
+    from utils.pipeline import load_images
 
     try:
         return load_images(paths, image_size, resize_mode), paths, []
@@ -151,7 +152,7 @@ def predict_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def predict_cli(argv: list[str] | None = None) -> int:
     """Command line: python -m utils.predict --model RUN/model.keras PATH [PATH ...] [--csv OUT.csv]."""
     args = predict_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -198,4 +199,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(predict_cli())

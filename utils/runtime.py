@@ -1,5 +1,5 @@
 """The kernel's runtime: am I on Kaggle, its input and working folders (what is attached, in either mount layout),
-the push's build record and accelerator check, where outputs go, quiet logs, atomic records.
+the push's build record, where outputs go, quiet logs, atomic records.
 
 The bottom of the import graph: every other module may import it, it imports none of them but run_files (names).
 """
@@ -28,14 +28,10 @@ KAGGLE_SESSION_HOURS = 9.0
 # Kept free after the last epoch: evaluation of the best checkpoint, the run record, the report and Kaggle's copy
 # of /kaggle/working (the train notebook's time budget; the GPU hours a sweep expects).
 EVALUATION_RESERVE_HOURS = 0.5
-# Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
-# devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
-REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Written into the working folder by the generated first cell of every pushed notebook (tools.kaggle): what the push
 # asked for (commit, params, notebook, slug, "accelerator": "gpu"/"tpu"/"none", "resume_from": a kernel ref or null).
 BUILD_RECORD = "kaggle-build.json"
-ACCELERATORS = ("gpu", "tpu", "none")
 # Where Kaggle mounts what a kernel attaches, under the input folder: since 2026 datasets/<owner>/<slug> and
 # notebooks/<owner>/<slug> (an earlier kernel's output), some with versions/<N> below; older kernels saw <slug>.
 DATASETS_MOUNT, NOTEBOOKS_MOUNT = "datasets", "notebooks"
@@ -70,16 +66,6 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def rehearsal_replicas() -> int:
-    """The replica count a rehearsal asks for through $KAGGLE_REHEARSAL_REPLICAS (0: not a rehearsal)."""
-    value = os.environ.get(REHEARSAL_REPLICAS_ENV, "").strip()
-    if not value:
-        return 0
-    if not value.isdigit() or int(value) < 2:
-        raise ValueError(f"${REHEARSAL_REPLICAS_ENV}={value!r} is invalid: expected an integer >= 2 (replicas)")
-    return int(value)
-
-
 def build_record() -> dict[str, Any] | None:
     """The record the pushed notebook's generated first cell wrote (BUILD_RECORD); None off Kaggle or without one."""
     if not on_kaggle():
@@ -94,40 +80,6 @@ def build_record() -> dict[str, Any] | None:
     if not isinstance(record, dict):
         raise ValueError(f"{path} holds {type(record).__name__}, expected a JSON object (the build record)")
     return record
-
-
-class AcceleratorMissingError(RuntimeError):
-    """A kernel pushed for an accelerator that its session did not get."""
-
-
-def check_accelerator(expected: str | None) -> None:
-    """On Kaggle, stop at once when the push asked for a GPU and TensorFlow sees none (a rehearsal's replicas count).
-
-    Called by the generated first cell of every pushed notebook with the build record's "accelerator", so a session
-    that Kaggle gave no GPU ends in seconds instead of training for hours on the CPU. "tpu" and "none" are not checked.
-    """
-    if expected is not None and expected not in ACCELERATORS:
-        raise ValueError(f"expected accelerator {expected!r} is invalid: expected one of {', '.join(ACCELERATORS)} "
-                         "or None")
-    if expected != "gpu" or not on_kaggle() or rehearsal_replicas():
-        return  # a rehearsal's logical CPU replicas stand for the two T4s
-    if _visible_gpus():
-        return
-    raise AcceleratorMissingError(
-        "this kernel was pushed for a GPU (GPU T4 x2) but TensorFlow sees none; it stopped here, before any data "
-        "was scanned, so no session time went into a run on the CPU. Check: (1) the Kaggle account is phone-verified "
-        "(Kaggle grants GPUs and internet only to verified accounts: kaggle.com > Settings > Phone verification); "
-        "(2) the kernel's accelerator setting is GPU T4 x2 (the notebook editor's Settings > Accelerator; "
-        "kernel-metadata.json enable_gpu true); (3) GPU quota is left this week (`kaggle quota`; a spent quota gives "
-        "no GPU until it resets). To run on the CPU on purpose, push with --cpu.")
-
-
-def _visible_gpus() -> int:
-    """GPUs TensorFlow sees (listing physical devices initialises no GPU memory)."""
-    quiet_logs()
-    import tensorflow as tf
-
-    return len(tf.config.list_physical_devices("GPU"))
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Training: parameter checks, accelerator set-up, callbacks (best checkpoint, history, resume) and the run record."""
+"""Training: compile and fit (best checkpoint, history, resume backup, time budget, replica-exact validation) and
+the run record."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import os
 import platform
 import shutil
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,166 +15,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from utils import data, degradation, run_files, synthetic
-from utils.data import DEFAULT_RESIZE_MODE, RESIZE_MODES
+from utils import accelerator, data, run_files
 from utils.figures import finish, new_figure
-from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS, REHEARSAL_REPLICAS_ENV, rehearsal_replicas, write_json
-
-# The train notebook's parameters, the one definition of each: name -> (default, accepted types, check, what is
-# expected). The notebook's `parameters` cell assigns the same names and defaults, each with its meaning in a comment
-# (tests/test_notebooks.py keeps the two in step); every value is checked here before any work.
-PARAMETERS: dict[str, tuple[Any, tuple[type, ...], Any, str]] = {
-    "alpha": (0.2, (int, float), lambda v: 0 <= v < 1, "a LeakyReLU negative slope in [0, 1); 0 = ReLU baseline"),
-    "epochs": (100, (int,), lambda v: v >= 1, "an integer >= 1"),
-    "batch_size": (32, (int,), lambda v: v >= 1, "an integer >= 1 (per replica)"),
-    "image_size": (224, (int,), lambda v: v >= 32, "an integer >= 32 (pixels; ResNet50 downsamples 32x)"),
-    "resize_mode": (DEFAULT_RESIZE_MODE, (str,), lambda v: v in RESIZE_MODES,
-                    "'resize' (whole image scaled to image_size) or 'crop' (image_size window at the image's own scale)"),
-    "val_split": (0.25, (float,), lambda v: 0 < v < 1, "a fraction in (0, 1)"),
-    "seed": (42, (int,), lambda v: v >= 0, "an integer >= 0"),
-    "learning_rate": (0.001, (int, float), lambda v: 0 < v < 1, "a number in (0, 1)"),
-    # A list (several datasets pooled) passes here; validate_params then checks its entries one by one.
-    "data_dir": (None, (str, type(None), list),
-                 lambda v: isinstance(v, list) or v is None or os.path.isdir(v) or v in synthetic.GENERATOR_NAMES,
-                 f"None, an existing folder or one of {', '.join(synthetic.GENERATOR_NAMES)}, or a list of "
-                 "folders and generators (several datasets)"),
-    # Whether it names one of the sources is checked with data_dir (validate_params) and, by name, when indexing.
-    "holdout_source": (None, (str, int, type(None)), lambda v: v is None or (v >= 0 if isinstance(v, int) else v != ""),
-                       "None, a source name of a multi-source data_dir or its index in data_dir"),
-    "max_images": (None, (int, type(None)), lambda v: v is None or v >= 2, "None or an integer >= 2 (per class)"),
-    "flip": ("horizontal", (str, type(None)), lambda v: v in (None, "", "horizontal", "vertical", "horizontal_and_vertical"),
-             "None, 'horizontal', 'vertical' or 'horizontal_and_vertical'"),
-    "rotation": (0.1, (int, float, type(None)), lambda v: v is None or 0 <= v <= 1,
-                 "None or a fraction of a full turn in [0, 1]"),
-    "zoom": (0.1, (int, float, type(None)), lambda v: v is None or 0 <= v < 1, "None or a fraction in [0, 1)"),
-    "contrast": (0.1, (int, float, type(None)), lambda v: v is None or 0 <= v <= 1, "None or a factor in [0, 1]"),
-    # Train-time degradations (utils.degradation): each a probability and a [low, high] strength range.
-    **{name: (default, (int, float), lambda v: 0 <= v <= 1, "a probability in [0, 1] (0 = off)")
-       if name.endswith("_prob")
-       else (default, (list, tuple), partial(degradation.valid_range, name), degradation.range_expected(name))
-       for name, default in degradation.DEFAULT_DEGRADATION.items()},
-    "weights": (None, (str, type(None)), lambda v: v in (None, "imagenet") or os.path.isfile(v),
-                "None, 'imagenet' or an existing ResNet50 (no top) weights file"),
-    "bn_momentum": (0.99, (float,), lambda v: 0 < v < 1,
-                    "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
-    "early_stopping": (0, (int,), lambda v: v >= 0, "an integer >= 0 (patience in epochs; 0 = off)"),
-    "output_dir": ("runs/train", (str,), lambda v: bool(v), "a folder path"),
-    "time_budget_hours": (None, (int, float, type(None)), lambda v: v is None or v >= 0,
-                          "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
-}
-# Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default, and a
-# run recorded before one existed ran at it.
-ADDED_LATER = ("time_budget_hours", "resize_mode", "holdout_source", *degradation.DEFAULT_DEGRADATION)
-PARAMETER_DEFAULTS = {name: PARAMETERS[name][0] for name in ADDED_LATER}
+from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS
 
 # The notebook imports this module in its first code cell: the session's clock for the time budget.
 SESSION_STARTED = time.time()
-
-
-def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
-    """Pick the train notebook's parameters out of `namespace` and check each; one ValueError names the first bad one."""
-    namespace = {**PARAMETER_DEFAULTS, **namespace}
-    missing = [name for name in PARAMETERS if name not in namespace]
-    if missing:
-        raise ValueError(f"missing parameter(s): {', '.join(missing)}")
-    params = {}
-    for name, (_, types, check, expected) in PARAMETERS.items():
-        value = namespace[name]
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)  # papermill passes `-p val_split 1` style numbers as int
-        if isinstance(value, bool) or not isinstance(value, types) or not check(value):
-            raise ValueError(f"parameter {name}={value!r} is invalid: expected {expected}")
-        if name in degradation.RANGES:
-            value = degradation.normalise_range(name, value)  # a list, as params.json will hold it
-        params[name] = value
-    _check_sources(params["data_dir"], params["holdout_source"])
-    return params
-
-
-def _check_sources(data_dir: Any, holdout_source: str | int | None) -> None:
-    """Raise a ValueError naming the bad entry of a list data_dir, or a holdout_source that cannot name a source."""
-    if isinstance(data_dir, list):
-        data.check_data_dirs(data_dir)  # a DataError (ValueError) naming the entry and what was expected
-    if holdout_source is None:
-        return
-    if not isinstance(data_dir, list) or len(data_dir) < 2:
-        raise ValueError(f"parameter holdout_source={holdout_source!r} is invalid: it needs data_dir to be a list of "
-                         f"two or more datasets (one to hold out, the others to train on), got data_dir {data_dir!r}")
-    if isinstance(holdout_source, int) and holdout_source >= len(data_dir):
-        raise ValueError(f"parameter holdout_source={holdout_source!r} is invalid: expected an index of data_dir, "
-                         f"0 to {len(data_dir) - 1}, or a source name")
-
-
-def setup_accelerator(seed: int) -> Any:
-    """Seed everything, pick the distribution strategy (TPU, several GPUs, else default) and mixed precision; print both."""
-    import tensorflow as tf
-
-    rehearsal = rehearsal_replicas()
-    if rehearsal:
-        strategy = _rehearsal_strategy(rehearsal)  # before seeding: logical devices must precede TF's start
-    keras.utils.set_random_seed(seed)
-    device = "CPU rehearsal" if rehearsal else "CPU"
-    if not rehearsal:
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-            strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
-        except (ValueError, RuntimeError, tf.errors.NotFoundError):
-            gpus = tf.config.list_physical_devices("GPU")
-            strategy = tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
-            device = f"{len(gpus)} x GPU" if gpus else "CPU"
-    policy = "float32"
-    if device == "TPU":
-        policy = "mixed_bfloat16"
-    elif device == "CPU rehearsal":
-        policy = "mixed_float16"  # as on the T4s, so float16 problems show before a push
-    elif device != "CPU" and all(_compute_capability(gpu) >= (7, 0) for gpu in tf.config.list_physical_devices("GPU")):
-        # Tensor cores (Volta and later, e.g. the T4) run float16 matmuls several times faster than float32.
-        policy = "mixed_float16"
-    keras.mixed_precision.set_global_policy(policy)
-    print(f"accelerator: {describe_devices()} | strategy: {type(strategy).__name__} with "
-          f"{strategy.num_replicas_in_sync} replica(s) | precision: {policy}", flush=True)
-    return strategy
-
-
-def _rehearsal_strategy(replicas: int) -> Any:
-    """MirroredStrategy over `replicas` logical CPU devices (the CPU split before TensorFlow starts its runtime)."""
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-    except RuntimeError:
-        if len(tf.config.list_logical_devices("CPU")) != replicas:
-            raise RuntimeError(f"${REHEARSAL_REPLICAS_ENV}={replicas} needs a fresh process: TensorFlow's devices were "
-                               "initialised before setup_accelerator") from None
-    return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
-
-
-def _compute_capability(gpu: Any) -> tuple[int, int]:
-    """The GPU's CUDA compute capability, (0, 0) when unknown."""
-    import tensorflow as tf
-
-    return tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
-
-
-def describe_devices() -> str:
-    """A short description of the accelerator, e.g. '2 x Tesla T4' or 'CPU (2 cores)'."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = {tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus}
-        return f"{len(gpus)} x {', '.join(sorted(names))}"
-    if tf.config.list_logical_devices("TPU"):
-        return f"TPU ({len(tf.config.list_logical_devices('TPU'))} cores)"
-    return f"CPU ({os.cpu_count()} cores)"
-
-
-def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) -> tuple[int, float]:
-    """Global batch = per-replica batch x replicas; learning rate scaled linearly with it (Goyal et al. 2017)."""
-    return batch_size * replicas, learning_rate * replicas
 
 
 def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int | None = None) -> keras.Model:
@@ -361,113 +207,6 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-# Parameters that may change between a run and its continuation in the same output folder.
-RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir", "time_budget_hours")
-
-
-class ResumeNotFoundError(FileNotFoundError):
-    """A push asked to continue a run (--resume-from) whose folder is in none of the attached outputs."""
-
-
-def _working_relative(output_dir: str | os.PathLike) -> Path | None:
-    """The run folder relative to the working folder (where an attached output holds it too); None outside it."""
-    from utils.runtime import working_root
-
-    try:
-        relative = Path(output_dir).resolve().relative_to(working_root().resolve())
-    except ValueError:
-        return None  # an absolute output_dir outside the working folder is not returned by Kaggle either
-    return relative if relative.parts else None
-
-
-def attached_run(output_dir: str | os.PathLike) -> Path | None:
-    """The same run folder in an attached earlier kernel's output (read-only under the input folder), if any.
-
-    A pushed version starts on a fresh machine; `push --resume-from` attaches the previous version's output
-    (notebooks/<owner>/<slug>/ since 2026, <slug>/ before: runtime.attached_sources), where the run folder sits at
-    the same path relative to the working folder. A folder with a resume backup is preferred, then the newest.
-    """
-    from utils.runtime import attached_sources, on_kaggle
-
-    relative = _working_relative(output_dir) if on_kaggle() else None
-    if relative is None:
-        return None
-    found = [source / relative for source in attached_sources() if (source / relative / run_files.PARAMS).is_file()]
-    found.sort(key=lambda folder: ((folder / run_files.BACKUP).is_dir(), (folder / run_files.PARAMS).stat().st_mtime))
-    return found[-1] if found else None
-
-
-def check_resume_attached(output_dir: str | os.PathLike) -> None:
-    """Raise ResumeNotFoundError when the push asked to resume (the build record's resume_from) and no run was attached.
-
-    Called before any data is scanned, so a resume that cannot happen costs seconds, not a session trained afresh.
-    """
-    from utils.runtime import NOTEBOOKS_MOUNT, build_record, describe_attached, input_root, parse_kernel_ref
-
-    ref = (build_record() or {}).get("resume_from")
-    if not ref:
-        return
-    relative = _working_relative(output_dir)
-    if relative is None:
-        raise ResumeNotFoundError(f"this kernel was pushed with --resume-from {ref}, but output_dir {output_dir} lies "
-                             "outside the working folder, which is all Kaggle returns and attaches: use a relative "
-                             "output_dir (e.g. 'train') in both versions")
-    owner, slug = parse_kernel_ref(ref)
-    raise ResumeNotFoundError(
-        f"this kernel was pushed with --resume-from {ref}, but no attached output holds its run folder {relative}/ "
-        f"(with params.json): looked for {NOTEBOOKS_MOUNT}/{owner or '<owner>'}/{slug}/[versions/<N>/]{relative}/ "
-        f"and {slug}/{relative}/ under {input_root()}. Stopped before any data was scanned. "
-        f"{describe_attached()}\nCheck that {ref} ran with the same output_dir and saved its output "
-        f"(python -m tools.kaggle pull {ref} shows it), or push without --resume-from to start afresh.")
-
-
-def _holds_run(output_dir: Path) -> bool:
-    """Whether the folder holds a run of its own to continue or reuse (a resume backup or a best checkpoint)."""
-    return (output_dir / run_files.BACKUP).exists() or (output_dir / run_files.MODEL).exists()
-
-
-def copy_attached_run(source: Path, output_dir: Path) -> int:
-    """Copy an attached run folder's files into the run folder (writable copies: the source is read-only)."""
-    copied = 0
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            target = output_dir / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)  # no copystat: a read-only mode would follow the file
-            copied += 1
-    return copied
-
-
-def claim_output_dir(output_dir: str | os.PathLike, params: dict[str, Any]) -> Path:
-    """Create the run folder; refuse one holding a run with other parameters rather than overwrite its results.
-
-    On Kaggle, an empty run folder is first filled from the same folder of an attached earlier version's output,
-    so training continues from its backup across sessions; a push that asked to resume and finds no such folder
-    stops here (check_resume_attached).
-    """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not _holds_run(output_dir):
-        source = attached_run(output_dir)
-        if source is None:
-            check_resume_attached(output_dir)
-        else:
-            count = copy_attached_run(source, output_dir)
-            print(f"continuing the run attached at {source} ({count} files copied into {output_dir})", flush=True)
-    params_file = output_dir / run_files.PARAMS
-    if params_file.is_file() and _holds_run(output_dir):
-        previous = json.loads(params_file.read_text())
-        # A parameter added since that run was recorded ran at its default.
-        changed = {k: (previous.get(k, PARAMETER_DEFAULTS.get(k)), v) for k, v in params.items()
-                   if k not in RESUMABLE_CHANGES and previous.get(k, PARAMETER_DEFAULTS.get(k)) != v}
-        if changed:
-            diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise ValueError(f"output_dir {output_dir} holds a run with other parameters ({diff}); "
-                             "choose another output_dir or delete that folder")
-    write_json(params_file, params)
-    return output_dir
-
-
 def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir: str | os.PathLike,
         train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None,
         time_budget_hours: float | None = None, started: float | None = None) -> pd.DataFrame:
@@ -478,11 +217,11 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     when the notebook imported this module) ends it after the last epoch that fits, keeping the resume backup.
 
     A model built under a strategy of several replicas trains on batches filled up to a multiple of them
-    (data.fill_batches: every replica gets an equal share whatever the split's size) and is validated on every image
+    (pipeline.fill_batches: every replica gets an equal share whatever the split's size) and is validated on every image
     by ReplicaValidation in place of Keras' validation.
     """
-    from utils.data import fill_batches
     from utils.evaluation import model_replicas
+    from utils.pipeline import fill_batches
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -559,7 +298,7 @@ def environment() -> dict[str, str]:
     import tensorflow as tf
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "accelerator": describe_devices(),
+            "numpy": np.__version__, "accelerator": accelerator.describe_devices(),
             "precision": keras.mixed_precision.global_policy().name, "platform": platform.platform()}
 
 
@@ -567,7 +306,7 @@ def source_metrics(index: Any, splits: dict[str, Any], predictions: dict[str, tu
                    threshold: float = 0.5, n_resamples: int | None = None) -> dict[str, dict[str, dict]]:
     """Per held-out split and source, binary_metrics of that source's images (with bootstrap intervals when
     n_resamples is given); {} for a single source. Predictions must be in the split's order (never shuffled)."""
-    from utils.evaluation import group_metrics
+    from utils.metrics import group_metrics
 
     if len(index.source_names()) < 2:
         return {}

@@ -1,0 +1,136 @@
+"""Accelerator: the distribution strategy and precision for the devices at hand (TPU, GPUs, a rehearsal's logical CPU
+replicas), and the check that a kernel pushed for a GPU got one.
+
+Keras and TensorFlow are imported inside the functions: a pushed kernel's first cell imports this module for its GPU
+check before the notebook has quietened TensorFlow's start-up, and the laptop commands import it for one name.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from utils.runtime import on_kaggle, quiet_logs
+
+
+def setup_accelerator(seed: int) -> Any:
+    """Seed everything, pick the distribution strategy (TPU, several GPUs, else default) and mixed precision; print both."""
+    import keras
+    import tensorflow as tf
+
+    rehearsal = rehearsal_replicas()
+    if rehearsal:
+        strategy = _rehearsal_strategy(rehearsal)  # before seeding: logical devices must precede TF's start
+    keras.utils.set_random_seed(seed)
+    device = "CPU rehearsal" if rehearsal else "CPU"
+    if not rehearsal:
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
+        except (ValueError, RuntimeError, tf.errors.NotFoundError):
+            gpus = tf.config.list_physical_devices("GPU")
+            strategy = tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
+            device = f"{len(gpus)} x GPU" if gpus else "CPU"
+    policy = "float32"
+    if device == "TPU":
+        policy = "mixed_bfloat16"
+    elif device == "CPU rehearsal":
+        policy = "mixed_float16"  # as on the T4s, so float16 problems show before a push
+    elif device != "CPU" and all(_compute_capability(gpu) >= (7, 0) for gpu in tf.config.list_physical_devices("GPU")):
+        # Tensor cores (Volta and later, e.g. the T4) run float16 matmuls several times faster than float32.
+        policy = "mixed_float16"
+    keras.mixed_precision.set_global_policy(policy)
+    print(f"accelerator: {describe_devices()} | strategy: {type(strategy).__name__} with "
+          f"{strategy.num_replicas_in_sync} replica(s) | precision: {policy}", flush=True)
+    return strategy
+
+
+def _rehearsal_strategy(replicas: int) -> Any:
+    """MirroredStrategy over `replicas` logical CPU devices (the CPU split before TensorFlow starts its runtime)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != replicas:
+            raise RuntimeError(f"${REHEARSAL_REPLICAS_ENV}={replicas} needs a fresh process: TensorFlow's devices were "
+                               "initialised before setup_accelerator") from None
+    return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+
+
+def _compute_capability(gpu: Any) -> tuple[int, int]:
+    """The GPU's CUDA compute capability, (0, 0) when unknown."""
+    import tensorflow as tf
+
+    return tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+
+
+def describe_devices() -> str:
+    """A short description of the accelerator, e.g. '2 x Tesla T4' or 'CPU (2 cores)'."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = {tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus}
+        return f"{len(gpus)} x {', '.join(sorted(names))}"
+    if tf.config.list_logical_devices("TPU"):
+        return f"TPU ({len(tf.config.list_logical_devices('TPU'))} cores)"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) -> tuple[int, float]:
+    """Global batch = per-replica batch x replicas; learning rate scaled linearly with it (Goyal et al. 2017)."""
+    return batch_size * replicas, learning_rate * replicas
+
+
+# Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
+# devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
+REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
+
+ACCELERATORS = ("gpu", "tpu", "none")
+
+
+def rehearsal_replicas() -> int:
+    """The replica count a rehearsal asks for through $KAGGLE_REHEARSAL_REPLICAS (0: not a rehearsal)."""
+    value = os.environ.get(REHEARSAL_REPLICAS_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) < 2:
+        raise ValueError(f"${REHEARSAL_REPLICAS_ENV}={value!r} is invalid: expected an integer >= 2 (replicas)")
+    return int(value)
+
+
+class AcceleratorMissingError(RuntimeError):
+    """A kernel pushed for an accelerator that its session did not get."""
+
+
+def check_accelerator(expected: str | None) -> None:
+    """On Kaggle, stop at once when the push asked for a GPU and TensorFlow sees none (a rehearsal's replicas count).
+
+    Called by the generated first cell of every pushed notebook with the build record's "accelerator", so a session
+    that Kaggle gave no GPU ends in seconds instead of training for hours on the CPU. "tpu" and "none" are not checked.
+    """
+    if expected is not None and expected not in ACCELERATORS:
+        raise ValueError(f"expected accelerator {expected!r} is invalid: expected one of {', '.join(ACCELERATORS)} "
+                         "or None")
+    if expected != "gpu" or not on_kaggle() or rehearsal_replicas():
+        return  # a rehearsal's logical CPU replicas stand for the two T4s
+    if _visible_gpus():
+        return
+    raise AcceleratorMissingError(
+        "this kernel was pushed for a GPU (GPU T4 x2) but TensorFlow sees none; it stopped here, before any data "
+        "was scanned, so no session time went into a run on the CPU. Check: (1) the Kaggle account is phone-verified "
+        "(Kaggle grants GPUs and internet only to verified accounts: kaggle.com > Settings > Phone verification); "
+        "(2) the kernel's accelerator setting is GPU T4 x2 (the notebook editor's Settings > Accelerator; "
+        "kernel-metadata.json enable_gpu true); (3) GPU quota is left this week (`kaggle quota`; a spent quota gives "
+        "no GPU until it resets). To run on the CPU on purpose, push with --cpu.")
+
+
+def _visible_gpus() -> int:
+    """GPUs TensorFlow sees (listing physical devices initialises no GPU memory)."""
+    quiet_logs()
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
