@@ -1,8 +1,6 @@
 """Augmentation: the study's four Keras layers, applied to whole batches inside the model (training only).
 
-The train-time degradations (blur, JPEG re-encoding, downscale-then-upscale, noise) live in utils.degradation instead:
-they run in the tf.data input pipeline on single images before batching, because JPEG re-encoding is a per-image op
-that is not a Keras layer.
+The train-time degradations are per-image operations of the input pipeline instead (utils.degradation says why).
 """
 from __future__ import annotations
 
