@@ -11,6 +11,11 @@ from typing import Any
 
 from utils.runtime import on_kaggle, quiet_logs
 
+# Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
+# devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
+REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
+ACCELERATORS = ("gpu", "tpu", "none")  # what a push asks for: the build record's "accelerator"
+
 
 def setup_accelerator(seed: int) -> Any:
     """Seed everything, pick the distribution strategy (TPU, several GPUs, else default) and mixed precision; print both."""
@@ -83,13 +88,6 @@ def describe_devices() -> str:
 def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) -> tuple[int, float]:
     """Global batch = per-replica batch x replicas; learning rate scaled linearly with it (Goyal et al. 2017)."""
     return batch_size * replicas, learning_rate * replicas
-
-
-# Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
-# devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
-REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
-
-ACCELERATORS = ("gpu", "tpu", "none")
 
 
 def rehearsal_replicas() -> int:

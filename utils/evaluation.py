@@ -23,7 +23,6 @@ ROBUSTNESS_GRID: dict[str, list[float]] = {
 # Input checks
 # ----------------------------------------------------------------------------------------------------------------
 
-
 def _check_images(images: Any, name: str = "images") -> np.ndarray:
     """Validated float32 batch [N, H, W, 3]."""
     x = np.asarray(images, dtype=np.float32)

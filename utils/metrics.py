@@ -5,6 +5,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+CI_LEVEL = 0.95  # of every interval: one run's bootstrap and the paired differences across runs (utils.comparison)
+BOOTSTRAP_RESAMPLES = 1000
+# The metrics that get an interval: threshold accuracy and the three threshold-free ranking metrics.
+INTERVAL_METRICS = ("accuracy", "roc_auc", "average_precision", "eer")
+
 
 def check_scores(y_true: Any, p_fake: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validated 1-D int labels in {0, 1} and float P(fake) in [0, 1] of the same length."""
@@ -145,14 +150,6 @@ def expected_calibration_error(y_true: Any, p_fake: Any, n_bins: int = 15) -> fl
     filled = counts > 0
     gaps = np.abs(curve["fraction_fake"][filled] - curve["mean_predicted"][filled])
     return float(np.sum(counts[filled] / counts.sum() * gaps))
-
-CI_LEVEL = 0.95
-
-BOOTSTRAP_RESAMPLES = 1000
-
-
-# The metrics that get an interval: threshold accuracy and the three threshold-free ranking metrics.
-INTERVAL_METRICS = ("accuracy", "roc_auc", "average_precision", "eer")
 
 
 def _curve_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float, float, float]:
