@@ -181,41 +181,6 @@ def test_time_budget_resolution(monkeypatch):
                                     "output_dir": "x", "time_budget_hours": -1})
 
 
-def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
-    """On Kaggle, an empty run folder is filled from the same folder of an attached output (one with a backup
-    preferred), as writable copies; elsewhere nothing is looked for."""
-    from utils import resume
-
-    working, inputs = tmp_path / "working", tmp_path / "input"
-    old = inputs / "notebooks" / "me" / "train-old" / "versions" / "2" / "train"  # the 2026 mount, newest version
-    (old / "backup").mkdir(parents=True)
-    (old / "params.json").write_text('{"alpha": 0.2}')
-    (old / "backup" / "training_metadata.json").write_text('{"epoch": 0}')
-    stale = inputs / "notebooks" / "me" / "train-old" / "versions" / "1" / "train"  # an older version: not taken
-    (stale / "backup").mkdir(parents=True)
-    (stale / "params.json").write_text("{}")
-    finished = inputs / "train-finished" / "train"  # the older layout, <slug>/: found, but has no backup
-    finished.mkdir(parents=True)
-    (finished / "params.json").write_text("{}")
-    (inputs / "faces" / "real_vs_fake").mkdir(parents=True)  # a dataset beside them is not taken for a run
-    for path in [old / "params.json", old / "backup" / "training_metadata.json", old / "backup", old]:
-        path.chmod(0o555 if path.is_dir() else 0o444)
-    monkeypatch.setenv("KAGGLE_INPUT_ROOT", str(inputs))
-    monkeypatch.setenv("KAGGLE_WORKING_ROOT", str(working))
-    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
-    assert resume.attached_run(working / "train") is None
-    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
-    assert resume.attached_run(working / "train") == old
-    assert resume.attached_run(working / "other") is None
-    assert resume.attached_run(tmp_path / "elsewhere" / "train") is None  # outside the working folder
-    out = resume.claim_output_dir(working / "train", {"alpha": 0.2})
-    copied = out / "backup" / "training_metadata.json"
-    assert copied.read_text() == '{"epoch": 0}' and copied.stat().st_mode & 0o200
-    copied.write_text("{}")  # writable: training goes on in it
-    for path in [old, old / "backup"]:
-        path.chmod(0o755)
-
-
 def test_unfinished_run_keeps_its_backup(tmp_path):
     """clean_backup leaves the backup of a run its time budget stopped (metrics.json finished: false)."""
     from utils import training

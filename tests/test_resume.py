@@ -7,6 +7,7 @@ import pytest
 from conftest import GOOD_PARAMS, simulated_kaggle
 
 from utils import parameters, resume
+from utils.runtime import BUILD_RECORD
 
 
 def test_run_recorded_before_new_parameters_resumes_at_their_defaults(tmp_path):
@@ -34,7 +35,7 @@ def _kaggle_run_folder(monkeypatch, tmp_path, record: dict | None):
     """A simulated /kaggle with a build record (None: no record) and the run folder working/train."""
     inputs, working = simulated_kaggle(monkeypatch, tmp_path)
     if record is not None:
-        (working / "kaggle-build.json").write_text(json.dumps(record))
+        (working / BUILD_RECORD).write_text(json.dumps(record))
     return inputs, working / "train"
 
 
@@ -82,3 +83,33 @@ def test_no_resume_asked_or_a_run_of_its_own_needs_nothing_attached(monkeypatch,
     _, out = _kaggle_run_folder(monkeypatch, tmp_path / "outside", {"resume_from": "me/train-a"})
     with pytest.raises(resume.ResumeNotFoundError, match="lies outside the working folder"):
         resume.claim_output_dir(tmp_path / "elsewhere", GOOD_PARAMS)
+
+
+def test_attached_run_is_found_and_copied_writable(tmp_path, monkeypatch):
+    """On Kaggle, an empty run folder is filled from the same folder of an attached output (one with a backup
+    preferred), as writable copies; elsewhere nothing is looked for."""
+    inputs, working = simulated_kaggle(monkeypatch, tmp_path, run_type=None)  # not on Kaggle yet
+    old = inputs / "notebooks" / "me" / "train-old" / "versions" / "2" / "train"  # the 2026 mount, newest version
+    (old / "backup").mkdir(parents=True)
+    (old / "params.json").write_text('{"alpha": 0.2}')
+    (old / "backup" / "training_metadata.json").write_text('{"epoch": 0}')
+    stale = inputs / "notebooks" / "me" / "train-old" / "versions" / "1" / "train"  # an older version: not taken
+    (stale / "backup").mkdir(parents=True)
+    (stale / "params.json").write_text("{}")
+    finished = inputs / "train-finished" / "train"  # the older layout, <slug>/: found, but has no backup
+    finished.mkdir(parents=True)
+    (finished / "params.json").write_text("{}")
+    (inputs / "faces" / "real_vs_fake").mkdir(parents=True)  # a dataset beside them is not taken for a run
+    for path in [old / "params.json", old / "backup" / "training_metadata.json", old / "backup", old]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    assert resume.attached_run(working / "train") is None
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    assert resume.attached_run(working / "train") == old
+    assert resume.attached_run(working / "other") is None
+    assert resume.attached_run(tmp_path / "elsewhere" / "train") is None  # outside the working folder
+    out = resume.claim_output_dir(working / "train", {"alpha": 0.2})
+    copied = out / "backup" / "training_metadata.json"
+    assert copied.read_text() == '{"epoch": 0}' and copied.stat().st_mode & 0o200
+    copied.write_text("{}")  # writable: training goes on in it
+    for path in [old, old / "backup"]:
+        path.chmod(0o755)
