@@ -19,12 +19,14 @@ ALPHAS ?= 0 0.01 0.1 0.2 0.3
 FAST_TESTS := -m "not slow"
 KAGGLE_VERSION_TESTS := -m "not slow or kaggle_versions"
 
-.PHONY: setup demo test test-fast pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench bench-train-step
+.PHONY: jupyter setup demo test test-fast pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench bench-train-step
 
-$(VENV)/.installed: requirements.txt
+# The repository itself is installed in place (pyproject.toml), so the notebooks import utils from any folder.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 # The model on JAX and PyTorch (tests/test_backends.py, benchmarks/train_step.py): into .venv only, for the tests
@@ -33,10 +35,11 @@ $(VENV)/.backends: $(VENV)/.installed requirements-backends.txt
 	$(PY) -m pip install --quiet -r requirements-backends.txt
 	touch $@
 
-$(KAGGLE_VENV)/.installed: requirements.txt constraints-kaggle.txt
+$(KAGGLE_VENV)/.installed: requirements.txt constraints-kaggle.txt pyproject.toml
 	$(PYTHON) -m venv $(KAGGLE_VENV)
 	$(KAGGLE_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(KAGGLE_VENV)/bin/python -m pip install --quiet -r requirements.txt -c constraints-kaggle.txt
+	$(KAGGLE_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
@@ -45,6 +48,10 @@ setup: $(VENV)/.installed
 # A finished run in $(OUT)/demo is reused (only re-evaluated); delete the folder to train again.
 demo: setup
 	$(PY) -m tools.notebook notebooks/train.ipynb -f params/cpu-demo.yaml -p output_dir $(OUT)/demo
+
+# JupyterLab on notebooks/: its kernels start there and import utils from the installed repository.
+jupyter: setup
+	$(VENV)/bin/jupyter lab --notebook-dir notebooks
 
 # Everything CI checks: lint, the whole suite, then under Kaggle's pinned versions the quick tests and the
 # kaggle_versions end-to-end ones (KAGGLE_VERSION_TESTS above).

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,25 @@ def assert_report_shows_figures(executed: Path, html: Path, saved: list[Path]) -
     assert not [m for m in TF_LOG_NOISE if m in page], f"{html.name}: TensorFlow log lines in the report"
 
 
+def papermill_from_notebooks(notebook: str, output: Path, params: dict) -> subprocess.CompletedProcess:
+    """The users' own command, run from notebooks/: `papermill NOTEBOOK OUTPUT -p NAME VALUE ...` (a list or dict
+    value as `-y NAME: VALUE`, which `-p` cannot pass). Its output and exit code are returned, not checked."""
+    command = [str(Path(sys.executable).parent / "papermill"), notebook, str(output)]
+    for name, value in params.items():
+        if isinstance(value, (list, dict)):
+            command += ["-y", json.dumps({name: value})]
+        else:
+            command += ["-p", name, str(value)]
+    return subprocess.run(command, cwd=REPO_ROOT / "notebooks", capture_output=True, text=True, timeout=900)
+
+
+def run_from_notebooks(notebook: str, out: Path, params: dict) -> Path:
+    """papermill_from_notebooks into `out` (output_dir); fails the test with papermill's output when it fails."""
+    done = papermill_from_notebooks(notebook, out.parent / f"{out.name}-{notebook}", {**params, "output_dir": str(out)})
+    assert done.returncode == 0, f"papermill {notebook} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return out / notebook
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A small synthetic dataset in the Kaggle 140k layout (12/4/6 images per class in train/valid/test)."""
@@ -62,12 +83,10 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
-    """Output folder of one papermill run of notebooks/train.ipynb on the tiny dataset."""
-    from tools.notebook import run_notebook
-
+    """Output folder of one run of notebooks/train.ipynb on the tiny dataset, started as users start it (from
+    notebooks/ with the papermill command), so its report is the one the kernel renders itself."""
     out = tmp_path_factory.mktemp("tiny-run")
-    run_notebook(REPO_ROOT / "notebooks" / "train.ipynb",
-                 {**TINY_TRAIN_PARAMS, "data_dir": str(tiny_dataset), "output_dir": str(out)})
+    run_from_notebooks("train.ipynb", out, {**TINY_TRAIN_PARAMS, "data_dir": str(tiny_dataset)})
     assert (out / "metrics.json").is_file(), "the tiny training run wrote no metrics.json"
     return out
 
@@ -100,7 +119,8 @@ def second_source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def multi_run(tmp_path_factory, tiny_dataset, second_source) -> Path:
-    """Output folder of one papermill run of train.ipynb on two sources, crop mode and degradations (1 epoch)."""
+    """Output folder of one run of train.ipynb by tools.notebook (the runner) on two sources, crop mode and
+    degradations (1 epoch)."""
     from tools.notebook import run_notebook
 
     out = tmp_path_factory.mktemp("multi-run")

@@ -6,7 +6,7 @@ The tests reading that analysis are slow (they need the tiny run) and run again 
 import json
 
 import pytest
-from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
+from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures, run_from_notebooks
 
 TINY_GRID = {"jpeg_quality": [100, 30], "blur_sigma": [0, 1], "rescale_factor": [1, 0.5], "noise_sigma": [0, 10]}
 
@@ -25,14 +25,11 @@ def _plain_dataset(root, n=4, seed=9):
 
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory, tiny_run):
-    from tools.notebook import run_notebook
-
     extra = _plain_dataset(tmp_path_factory.mktemp("extra-data"))
     out = tmp_path_factory.mktemp("analysis")
-    run_notebook(REPO_ROOT / "notebooks" / "analyze.ipynb",
-                 {"run_dirs": [str(tiny_run)], "extra_data_dirs": [str(extra)], "robustness": TINY_GRID,
-                  "robustness_images": 3, "gradcam_samples": 2, "max_images": None, "bootstrap_resamples": 200,
-                  "output_dir": str(out)})
+    run_from_notebooks("analyze.ipynb", out,
+                       {"run_dirs": [str(tiny_run)], "extra_data_dirs": [str(extra)], "robustness": TINY_GRID,
+                        "robustness_images": 3, "gradcam_samples": 2, "max_images": None, "bootstrap_resamples": 200})
     return out, extra, json.loads((out / "analysis.json").read_text())
 
 

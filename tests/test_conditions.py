@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
+from conftest import TINY_SIZE, assert_report_shows_figures, run_from_notebooks
 
 from utils import conditions
 
@@ -118,11 +118,8 @@ def test_same_seed_twice_counts_once_and_mixed_alphas_are_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.kaggle_versions
 def test_robustness_notebook_report(analyses, tmp_path):
-    from tools.notebook import run_notebook
-
     out = tmp_path / "report"
-    executed = run_notebook(REPO_ROOT / "notebooks" / "robustness.ipynb",
-                            {"analysis_dirs": analyses, "baseline_condition": "resize", "output_dir": str(out)})
+    executed = run_from_notebooks("robustness.ipynb", out, {"analysis_dirs": analyses, "baseline_condition": "resize"})
     record = json.loads((out / "robustness.json").read_text())
     assert len(record["runs"]) == 12 and len(record["paired"]) == 12
     assert {r["condition"] for r in record["runs"]} == {"resize", "resize + degradations", "crop"}

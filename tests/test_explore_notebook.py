@@ -3,7 +3,7 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO_ROOT, TINY_SIZE, assert_report_shows_figures
+from conftest import TINY_SIZE, assert_report_shows_figures, run_from_notebooks
 
 # Every test reads the one explore run; its report (pandas tables, scikit-learn probes) is rendered again under
 # Kaggle's pinned versions.
@@ -13,7 +13,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.kaggle_versions]
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory):
     """A real/ + ai/ folder (real at JPEG quality 95, fake at 70; one real image copied twice) and its explore run."""
-    from tools.notebook import run_notebook
     from utils import synthetic
 
     root = tmp_path_factory.mktemp("plain-dataset")
@@ -24,8 +23,7 @@ def explored(tmp_path_factory):
             (root / folder / f"{i:03d}.jpg").write_bytes(synthetic.encode_jpeg(image, quality))
     shutil.copy(root / "real" / "000.jpg", root / "real" / "copy.jpg")
     out = tmp_path_factory.mktemp("explore")
-    run_notebook(REPO_ROOT / "notebooks" / "explore.ipynb",
-                 {"data_dir": str(root), "seed": 0, "max_images": None, "output_dir": str(out)})
+    run_from_notebooks("explore.ipynb", out, {"data_dir": str(root), "seed": 0, "max_images": None})
     return root, out, json.loads((out / "audit.json").read_text())
 
 

@@ -217,7 +217,7 @@ def test_build_refuses_a_secret_in_utils(creds, tmp_path, monkeypatch):
 def test_build_rejects_unknown_or_uninjectable_parameters(isolated, tmp_path):
     """A typo'd parameter would silently run the default on a GPU: refused before pushing."""
     notebook = make_notebook(tmp_path / "train.ipynb")
-    with pytest.raises(KaggleError, match=r"declares no parameter \['alfa'\]"):
+    with pytest.raises(KaggleError, match=r"alfa: no such parameter of train.ipynb; did you mean alpha\?"):
         build_kernel(notebook, {"alfa": 0.1}, USER, "train alfa 0.1", build_root=tmp_path / "build")
     bare = make_notebook(tmp_path / "bare.ipynb", with_parameters=False)
     with pytest.raises(KaggleError, match="no cell tagged 'parameters'"):
@@ -617,6 +617,20 @@ def test_commands_stop_at_the_clis_refusal(stand_in, tmp_path, monkeypatch, caps
                      "the Kaggle CLI refused it before sending anything, so nothing was pushed: "), err), err
     assert refusal in err and "Traceback" not in out + err
     assert not stand_in.method_calls("SaveKernel")
+
+
+@pytest.mark.parametrize("command", [["push", "notebooks/train.ipynb", "-p", "alpah", "0"],
+                                     ["sweep", "notebooks/train.ipynb", "--alphas", "0", "0.2", "-p", "alpah", "0"]])
+def test_a_misspelt_parameter_stops_before_anything_is_pushed(stand_in, tmp_path, capsys, command):
+    """`-p alpah 0` (meaning the ReLU baseline) would train the default slope on Kaggle: push and sweep stop with the
+    name and the closest real one, build nothing and push nothing."""
+    argv = [str(REPO_ROOT / arg) if arg.endswith(".ipynb") else arg for arg in command]
+    code, out, err = run_cli([*argv, "--build-dir", str(tmp_path / "build"), "--results-dir", str(tmp_path / "r")],
+                             capsys)
+    assert code == EXIT_ERROR, err
+    assert "alpah: no such parameter of train.ipynb; did you mean alpha?" in err and "nothing was pushed" in err
+    assert "Traceback" not in out + err
+    assert stand_in.calls == [] and not (tmp_path / "build").exists()
 
 
 def test_follow_the_name_kaggle_gave():

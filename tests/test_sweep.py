@@ -71,3 +71,19 @@ def test_tiny_sweep_trains_each_alpha_and_compares_them(tiny_dataset, tiny_run, 
     analysis_dir = tmp_path / "analysis"
     assert_report_shows_figures(analysis_dir / "analyze.ipynb", analysis_dir / "analyze.html",
                                 sorted(analysis_dir.rglob("*.png")))
+
+
+def test_a_misspelt_parameter_stops_the_sweep_before_its_first_run(monkeypatch, tmp_path, capsys):
+    """`-p alpah 0` would train the default slope in every run: the sweep names it and the closest real name first."""
+    from tools import sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_notebook", lambda notebook, params: calls.append(notebook))
+    with pytest.raises(SystemExit) as stopped:
+        sweep.sweep_cli(["--alphas", "0", "0.2", "-p", "alpah", "0", "--output-root", str(tmp_path)])
+    assert stopped.value.code == 2 and calls == []
+    assert "alpah: no such parameter of train.ipynb; did you mean alpha?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.sweep_cli(["--alphas", "0", "-a", "robustnes_images", "5", "--output-root", str(tmp_path)])
+    assert "robustnes_images: no such parameter of analyze.ipynb; did you mean robustness_images?" in \
+        capsys.readouterr().err and calls == []

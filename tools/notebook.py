@@ -10,14 +10,16 @@ from typing import Any
 
 import yaml
 
+from utils.notebook_start import EXECUTED_NOTEBOOK_ENV, cell_parameters, check_parameter_names
 from utils.report import render_html
-from utils.runtime import REPO_ROOT, resolve_output_dir, set_quiet_log_env
-
-# The study's notebooks, for the commands that run them (sweep, robustness study, Kaggle).
-NOTEBOOKS = REPO_ROOT / "notebooks"
-TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
-ANALYZE_NOTEBOOK = NOTEBOOKS / "analyze.ipynb"
-ROBUSTNESS_NOTEBOOK = NOTEBOOKS / "robustness.ipynb"
+from utils.runtime import (  # noqa: F401 -- the notebooks' paths, for the commands that run them
+    ANALYZE_NOTEBOOK,
+    NOTEBOOKS,
+    ROBUSTNESS_NOTEBOOK,
+    TRAIN_NOTEBOOK,
+    resolve_output_dir,
+    set_quiet_log_env,
+)
 
 
 def parse_value(text: str) -> Any:
@@ -43,12 +45,42 @@ def load_params(path: str | os.PathLike | None) -> dict[str, Any]:
     return params
 
 
+def notebook_defaults(notebook: str | os.PathLike) -> dict[str, Any] | None:
+    """The names a notebook's `parameters` cell assigns and their literal defaults (None for a non-literal value);
+    None when it has no such cell."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return None
+    defaults: dict[str, Any] = {}
+    for cell in cells:
+        try:
+            defaults.update(cell_parameters(cell.source))
+        except SyntaxError as exc:
+            raise ValueError(f"{notebook}: the parameters cell is not plain Python: {exc}") from None
+    return defaults
+
+
+def check_notebook_parameters(notebook: str | os.PathLike, params: dict[str, Any]) -> None:
+    """Raise a ValueError when `params` names a parameter the notebook's `parameters` cell does not assign."""
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise ValueError(f"notebook {notebook} does not exist")
+    declared = notebook_defaults(notebook)
+    if params and declared is None:
+        raise ValueError(f"{notebook} has no cell tagged 'parameters', so {sorted(params)} cannot be injected")
+    check_parameter_names(params, declared or {}, notebook.name)
+
+
 def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: str = "python3") -> Path:
     """Execute `notebook` with papermill into params['output_dir'], then render it to HTML there."""
     import papermill
 
     set_quiet_log_env()  # the kernel inherits this environment
     notebook = Path(notebook)
+    check_notebook_parameters(notebook, params)  # before a kernel starts: a misspelt name stops in a second
     if "output_dir" not in params:
         raise ValueError("parameter output_dir is required: the folder that receives the report and its outputs")
     output_dir = resolve_output_dir(str(params["output_dir"]))
@@ -58,14 +90,22 @@ def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: st
     # holds a report (a finished run, or one to resume) must not overwrite that report with its own.
     attempt = output_dir / f"{notebook.stem}.running.ipynb"
     finished = False
+    previous = os.environ.get(EXECUTED_NOTEBOOK_ENV)
+    os.environ[EXECUTED_NOTEBOOK_ENV] = str(attempt)  # the kernel renders its report from it in its last cell
     try:
+        # Started in the notebook's folder, as Jupyter and the papermill command from notebooks/ start it.
         papermill.execute_notebook(
             str(notebook), str(attempt), parameters=params, kernel_name=kernel,
-            cwd=str(REPO_ROOT), log_output=True, progress_bar=False,
+            cwd=str(notebook.resolve().parent), log_output=True, progress_bar=False,
         )
         finished = True
     finally:
-        # A failed run is rendered too: the report then shows the cell that raised.
+        if previous is None:
+            os.environ.pop(EXECUTED_NOTEBOOK_ENV, None)
+        else:
+            os.environ[EXECUTED_NOTEBOOK_ENV] = previous
+        # Rendered again once papermill has written the last cell (the kernel rendered all but it); a failed run is
+        # rendered too: the report then shows the cell that raised.
         if attempt.exists():
             target = executed if finished or not executed.exists() else output_dir / f"{notebook.stem}-failed.ipynb"
             os.replace(attempt, target)
@@ -86,6 +126,10 @@ def notebook_cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params(args.parameters_file)
     params.update({name: parse_value(value) for name, value in args.parameter})
+    try:
+        check_notebook_parameters(args.notebook, params)
+    except ValueError as error:
+        parser.error(str(error))
     run_notebook(args.notebook, params)
     return 0
 

@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from tools.notebook import ANALYZE_NOTEBOOK, TRAIN_NOTEBOOK, load_params, parse_value, run_notebook
+from tools.notebook import (
+    ANALYZE_NOTEBOOK,
+    TRAIN_NOTEBOOK,
+    check_notebook_parameters,
+    load_params,
+    parse_value,
+    run_notebook,
+)
 
 DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
 SWEEP_ROOT = "runs/sweep"  # the committed reference sweep: --output-root results/sweep
@@ -43,6 +50,9 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise ValueError(f"seeds must be distinct integers >= 0, at least one, got {seeds}")
     params = {k: v for k, v in (params or {}).items() if k not in ("alpha", "output_dir")}
+    # Before the first run: a misspelt name would silently train its default in every run of the sweep.
+    check_notebook_parameters(TRAIN_NOTEBOOK, params)
+    check_notebook_parameters(ANALYZE_NOTEBOOK, analysis_params or {})
     root = Path(output_root)
     runs = [(alpha, seed) for alpha in alphas for seed in (seeds or [None])]
     run_dirs = []

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from utils.runtime import executed_notebook, write_atomic
+from utils.notebook_start import executed_notebook, report_hint
+from utils.runtime import on_kaggle, write_atomic
 
 # The report shows prose, tables and figures; the code stays in the executed .ipynb beside it (and in notebooks/),
 # so a reader is not made to scroll through it. The parameters in force are printed by the notebooks themselves.
@@ -30,19 +31,24 @@ def render_html(ipynb: str | os.PathLike, html: str | os.PathLike | None = None,
 
 
 def render_in_kernel(out: str | os.PathLike, stem: str) -> Path | None:
-    """On Kaggle: this run's executed notebook copied into `out` as <stem>.ipynb and rendered beside it; None elsewhere.
+    """This run's executed notebook copied into `out` as <stem>.ipynb and rendered beside it; None when there is none.
 
-    Kaggle keeps the executed notebook only while the run goes (its output listing never holds it), so a kernel
-    that wants its report renders it from its last cell. The renderer is the image's nbconvert; should it fail on
-    what we ask of it, a plain report of the same outputs is written instead, and the printed line says which ran.
+    Called from a notebook's last cell, so the report is in the run folder however the notebook was run: Kaggle keeps
+    the executed notebook only while the run goes (its output listing never holds it), and the papermill command
+    leaves only its OUTPUT_PATH (notebook_start.executed_notebook finds both). The copy holds every cell before this
+    one. The renderer is the image's nbconvert; should it fail on what we ask of it, a plain report of the same
+    outputs is written instead, and the printed line says which ran. In Jupyter it prints how to get the report.
     """
     executed = executed_notebook()
     if executed is None:
+        if not on_kaggle():
+            print(report_hint(stem), flush=True)
         return None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     notebook = out / f"{stem}.ipynb"
-    shutil.copyfile(executed, notebook)
+    if executed.resolve() != notebook.resolve():
+        shutil.copyfile(executed, notebook)
     target = out / f"{stem}.html"
     try:
         import nbconvert

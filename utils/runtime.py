@@ -29,6 +29,11 @@ KAGGLE_SESSION_HOURS = 9.0
 # of /kaggle/working (the train notebook's time budget; the GPU hours a sweep expects).
 EVALUATION_RESERVE_HOURS = 0.5
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The study's notebooks, for the commands that run them (sweep, robustness study, Kaggle) and the hints that name them.
+NOTEBOOKS = REPO_ROOT / "notebooks"
+TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
+ANALYZE_NOTEBOOK = NOTEBOOKS / "analyze.ipynb"
+ROBUSTNESS_NOTEBOOK = NOTEBOOKS / "robustness.ipynb"
 # Written into the working folder by the generated first cell of every pushed notebook (tools.kaggle): what the push
 # asked for (commit, params, notebook, slug, "accelerator": "gpu"/"tpu"/"none", "resume_from": a kernel ref or null).
 BUILD_RECORD = "kaggle-build.json"
@@ -59,11 +64,12 @@ def working_root() -> Path:
 
 
 def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
-    """Relative output folders land under the working folder on Kaggle, so the run's output listing returns them."""
+    """Where a relative output folder lands: under the working folder on Kaggle (its output listing returns it), else
+    under the repository root, whichever folder the notebook or command was started from."""
     path = Path(output_dir)
-    if on_kaggle() and not path.is_absolute():
-        path = working_root() / path
-    return path
+    if path.is_absolute():
+        return path
+    return (working_root() if on_kaggle() else REPO_ROOT) / path
 
 
 def build_record() -> dict[str, Any] | None:
@@ -161,12 +167,6 @@ def describe_attached(root: str | os.PathLike | None = None, entries: int = 6) -
         more = f", ... ({len(names) - entries} more)" if len(names) > entries else ""
         lines.append(f"  {source.relative_to(root)}/: {', '.join(names[:entries]) or '(empty)'}{more}")
     return f"attached under {root}:\n" + "\n".join(lines)
-
-
-def executed_notebook() -> Path | None:
-    """This run's executed notebook as Kaggle saves it while the run goes, None off Kaggle or when it is absent."""
-    path = working_root() / EXECUTED_NOTEBOOK
-    return path if on_kaggle() and path.is_file() else None
 
 
 def set_quiet_log_env() -> None:

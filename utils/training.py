@@ -17,6 +17,7 @@ import pandas as pd
 
 from utils import accelerator, data, run_files
 from utils.figures import finish, new_figure
+from utils.progress import TerminalProgress, expected_duration, say
 from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS
 
 # The notebook imports this module in its first code cell: the session's clock for the time budget.
@@ -49,11 +50,13 @@ def compile_model(model: keras.Model, learning_rate: float, steps_per_execution:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with throughput."""
+    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with throughput, in the notebook
+    and on the kernel's terminal; after the first epoch this execution runs, the time the rest will take."""
 
-    def __init__(self, epochs: int, train_images: int):
+    def __init__(self, epochs: int, train_images: int, on_cpu: bool = False):
         super().__init__()
-        self.epochs, self.train_images = epochs, train_images
+        self.epochs, self.train_images, self.on_cpu = epochs, train_images, on_cpu
+        self._estimated = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -61,8 +64,10 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.1f} img/s",
-              flush=True)
+        say(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.1f} img/s")
+        if not self._estimated and epoch + 1 < self.epochs:
+            self._estimated = True
+            say(expected_duration(seconds, self.epochs - epoch - 1, self.on_cpu))
         if logs is not None:
             # Same dict the CSV logger writes next, so the history keeps the timing too (it survives a resume).
             logs["epoch_seconds"] = seconds
@@ -240,10 +245,14 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     replicas = model_replicas(model)
     if replicas > 1:
         train_ds, validation, val_ds = fill_batches(train_ds, replicas), [ReplicaValidation(val_ds)], None
+    import tensorflow as tf
+
+    on_cpu = not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU")
     callbacks = [
         *validation,  # first: it fills the logs the others read
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-        EpochLog(epochs, train_images),
+        TerminalProgress(train_images),
+        EpochLog(epochs, train_images, on_cpu),
         BestCheckpoint(output_dir / run_files.MODEL, history_csv),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
     ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.kaggle.cli import CLI_MISSING, KaggleError, secret_values
+from tools.notebook import check_notebook_parameters, notebook_defaults
 from utils.runtime import BUILD_RECORD, REPO_ROOT, write_atomic
 
 ROOT_METADATA = REPO_ROOT / "kernel-metadata.json"
@@ -113,39 +114,6 @@ def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str
     if not gpu:
         meta.pop("machine_shape")  # no accelerator: the CLI's default CPU session
     return meta
-
-
-def notebook_defaults(notebook: Path) -> dict[str, Any] | None:
-    """The names a notebook's `parameters` cell assigns and their literal defaults (None for a non-literal value);
-    None when it has no such cell."""
-    import ast
-
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        return None
-    defaults: dict[str, Any] = {}
-    for cell in cells:  # ast, not papermill.inspect_notebook: that one skips lines with '=' in their comment
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError as exc:
-            raise KaggleError(f"{notebook}: the parameters cell is not plain Python: {exc}") from None
-        for node in tree.body:
-            if isinstance(node, ast.Assign):
-                targets = node.targets
-            elif isinstance(node, ast.AnnAssign):
-                targets = [node.target]
-            else:
-                continue
-            try:
-                value = ast.literal_eval(node.value) if node.value is not None else None
-            except ValueError:
-                value = None
-            for target in targets:
-                defaults.update({n.id: value for n in ast.walk(target) if isinstance(n, ast.Name)})
-    return defaults
 
 
 def notebook_parameters(notebook: Path) -> set[str] | None:
@@ -264,14 +232,10 @@ def _decode_payload(cell_source: str) -> str:
 
 def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
     """Every parameter must be one the notebook's `parameters` cell assigns (a typo would run the default)."""
-    if not Path(notebook).is_file():
-        raise KaggleError(f"notebook {notebook} does not exist")
-    declared = notebook_parameters(notebook)
-    if params and declared is None:
-        raise KaggleError(f"{notebook} has no cell tagged 'parameters', so {sorted(params)} cannot be injected")
-    unknown = sorted(set(params) - set(declared or ()))
-    if unknown:
-        raise KaggleError(f"{notebook} declares no parameter {unknown} (its parameters: {sorted(declared or ())})")
+    try:
+        check_notebook_parameters(notebook, params)
+    except ValueError as error:
+        raise KaggleError(f"{error}\nnothing was pushed") from None
 
 
 def imagenet_help(internet_flag: str = "--internet") -> str:
