@@ -50,9 +50,11 @@ def test_relative_paths_are_taken_from_the_repository_root(monkeypatch, tmp_path
     in /kaggle/working, where relative output folders land."""
     from utils import runtime
 
+    monkeypatch.setattr(notebook_start, "_started_in", None)
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     monkeypatch.chdir(tmp_path)
     assert notebook_start.start_notebook() == REPO_ROOT
+    assert notebook_start.started_in() == tmp_path  # kept for the commands printed to the user
     assert runtime.resolve_output_dir("runs/x") == REPO_ROOT / "runs" / "x"
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
     monkeypatch.setenv("KAGGLE_WORKING_ROOT", str(tmp_path))

@@ -8,13 +8,17 @@ from utils import progress
 
 
 def test_expected_duration_tells_a_cpu_facing_hours_how_to_run_quickly(monkeypatch):
-    monkeypatch.chdir(progress.TRAIN_NOTEBOOK.parent)
+    """Written for the folder the user started in (notebooks/ here), not the repository root the kernel moved to."""
+    from utils import notebook_start
+
+    monkeypatch.setattr(notebook_start, "_started_in", progress.TRAIN_NOTEBOOK.parent)
+    monkeypatch.chdir(progress.REPO_ROOT)
     line = progress.expected_duration(600.0, 99, on_cpu=True)  # 10 min an epoch, 99 left: 16.5 h
     assert "the 99 epoch(s) left take at most about 16.5 h" in line
     assert "`papermill train.ipynb out.ipynb -f ../params/cpu-demo.yaml`" in line and "make demo" in line
     assert "papermill" not in progress.expected_duration(600.0, 99, on_cpu=False)  # a GPU: the time only
     assert "papermill" not in progress.expected_duration(30.0, 5, on_cpu=True)  # minutes: nothing to suggest
-    monkeypatch.chdir(progress.REPO_ROOT)  # the command is written for the folder the kernel runs in
+    monkeypatch.setattr(notebook_start, "_started_in", progress.REPO_ROOT)  # started from the root
     assert progress.quick_run_command() == "papermill notebooks/train.ipynb out.ipynb -f params/cpu-demo.yaml"
     assert [progress.duration(s) for s in (45, 720, 12240)] == ["45 s", "12 min", "3.4 h"]
 

@@ -70,6 +70,14 @@ def check_injected_parameters(notebook: str = "this notebook") -> None:
             return
 
 
+_started_in: Path | None = None  # the working folder the kernel was started in, before start_notebook moved it
+
+
+def started_in() -> Path:
+    """The folder the notebook was started from (papermill's or Jupyter's), for commands printed to its user."""
+    return _started_in or Path.cwd()
+
+
 def start_notebook(notebook: str = "this notebook") -> Path:
     """A notebook's first call: check the injected parameters, then take relative paths from the repository root.
 
@@ -77,7 +85,9 @@ def start_notebook(notebook: str = "this notebook") -> Path:
     same folders whether the notebook was started from the root, from notebooks/ or by Jupyter; on Kaggle relative
     output folders land under /kaggle/working (runtime.resolve_output_dir). Returns the working folder.
     """
+    global _started_in
     check_injected_parameters(notebook)
+    _started_in = _started_in or Path.cwd()
     if not runtime.on_kaggle():
         os.chdir(runtime.REPO_ROOT)
     return Path.cwd()

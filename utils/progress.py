@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import keras
 
+from utils.notebook_start import started_in
 from utils.runtime import REPO_ROOT, TRAIN_NOTEBOOK
 
 QUICK_PRESET = REPO_ROOT / "params" / "cpu-demo.yaml"
@@ -49,9 +50,9 @@ def duration(seconds: float) -> str:
 
 
 def quick_run_command() -> str:
-    """The papermill command that runs the CPU preset, written for the kernel's working folder."""
+    """The papermill command that runs the CPU preset, written for the folder the notebook was started from."""
     def relative(path: Any) -> str:
-        return os.path.relpath(path, os.getcwd())
+        return os.path.relpath(path, started_in())
 
     return f"papermill {relative(TRAIN_NOTEBOOK)} out.ipynb -f {relative(QUICK_PRESET)}"
 
