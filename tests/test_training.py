@@ -144,6 +144,10 @@ def test_two_replicas_train_validate_and_predict_every_split_size(tmp_path):
         assert max(result["collect"], result["proba"], result["proba_dataset"]) < 1e-3, (n, result)
     assert record["predict_files"] == {"rows": 3, "unreadable": 0, "max_difference": pytest.approx(0, abs=1e-3)}
     assert record["grad_cam"] == [3, 16, 16]
+    # Each replica draws its own augmentation: the share of 256 images given the same draw on both replicas.
+    same = record["same_draws"]
+    assert set(same) == {"random_flip", "random_rotation", "random_zoom", "random_contrast"}
+    assert same["random_flip"] < 0.7 and max(v for k, v in same.items() if k != "random_flip") < 0.05, same
 
 
 def _two_replica_check(out: Path) -> None:
@@ -159,13 +163,15 @@ def _two_replica_check(out: Path) -> None:
     set_quiet_log_env()
     import tensorflow as tf
 
+    from tests.test_augmentation import transformation_draws
     from utils import evaluation, explanation, predict
+    from utils.augmentation import build_augmentation
 
     strategy = accelerator.setup_accelerator(0)
 
     def build() -> keras.Model:
         inputs = keras.Input((16, 16, 3))
-        x = keras.layers.RandomFlip("horizontal")(inputs)  # augmentation and batch norm, as in the study's model
+        x = build_augmentation(seed=0)(inputs)  # augmentation and batch norm, as in the study's model
         x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, name="features")(x))
         x = keras.layers.GlobalAveragePooling2D()(keras.layers.Activation("relu")(x))
         return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", dtype="float32")(x))
@@ -214,6 +220,11 @@ def _two_replica_check(out: Path) -> None:
     record["predict_files"] = {"rows": len(rows), "unreadable": len(unreadable),
                                "max_difference": float(np.abs([r["p_fake"] for r in rows] - reference).max())}
     record["grad_cam"] = list(explanation.grad_cam(model, images(3)[0], layer_name="features").shape)
+    # After fit: the same 256 images on each replica, each augmentation layer's draws per replica.
+    augmentation, same_images = model.get_layer("augmentation"), tf.constant(images(256)[0])
+    draws = strategy.run(lambda: {layer.name: transformation_draws(layer, same_images) for layer in augmentation.layers})
+    record["same_draws"] = {name: float(np.mean(np.equal(*[np.asarray(c) for c in strategy.experimental_local_results(v)])))
+                            for name, v in draws.items()}
     (out / "record.json").write_text(json.dumps(record))
 
 
