@@ -65,6 +65,28 @@ def test_interrupted_training_resumes_at_the_next_epoch(tmp_path):
     assert (tmp_path / "model.keras").stat().st_mtime_ns >= best_after_first
 
 
+def test_a_resume_on_another_replica_count_stops_unless_allowed(tmp_path):
+    train_ds, val_ds = _datasets()
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(_tiny_model(), train_ds, val_ds, 3, tmp_path, train_images=64,
+                     extra_callbacks=[training.StopAfterEpoch(1)])
+    record = tmp_path / "replicas.json"
+    assert json.loads(record.read_text()) == {"replicas": 1, "earlier": []}
+    record.write_text(json.dumps({"replicas": 2, "earlier": []}))  # as if the first session had run on two GPUs
+    with pytest.raises(training.ReplicaChangeError) as error:
+        training.fit(_tiny_model(), train_ds, val_ds, 3, tmp_path, train_images=64)
+    assert "trained on 2 replica(s); this session has 1" in str(error.value)
+    assert "allow_replica_change" in str(error.value)
+    assert list(training.read_history(tmp_path / "history.csv")["epoch"]) == [0]  # nothing trained
+    history = training.fit(_tiny_model(), train_ds, val_ds, 3, tmp_path, train_images=64, allow_replica_change=True)
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert history.attrs["replicas"] == {"replicas": 1, "earlier": [2]}
+    params = {"batch_size": 16, "learning_rate": 0.01, "seed": 0}
+    assert training._training_record(params, history.attrs["replicas"]) == {
+        "replicas": 1, "global_batch": 16, "effective_learning_rate": 0.01,
+        "lr_scaling": accelerator.LR_SCALING, "earlier_replicas": [2]}
+
+
 def test_finished_training_is_reused_not_repeated(tmp_path, capsys):
     train_ds, val_ds = _datasets()
     training.fit(_tiny_model(), train_ds, val_ds, 2, tmp_path, train_images=64)
@@ -139,6 +161,7 @@ def test_two_replicas_train_validate_and_predict_every_split_size(tmp_path):
     assert fit["val_accuracy"][best] == pytest.approx(fit["checkpoint_val_accuracy"])
     assert fit["moving_statistics_agree"]  # the replicas' batch-norm statistics averaged, not drifting apart
     assert fit["steps"] == 2  # 2 epochs of 1 step: 15 images and one repeated, 8 per replica
+    assert fit["replicas"] == {"replicas": 2, "earlier": []}  # what run_record puts in metrics.json's "training"
     for n, result in record["sizes"].items():
         assert result["count"] == int(n) and result["labels_in_order"], (n, result)
         assert max(result["collect"], result["proba"], result["proba_dataset"]) < 1e-3, (n, result)
@@ -197,6 +220,7 @@ def _two_replica_check(out: Path) -> None:
     record["fit"] = {"epochs": history["epoch"].tolist(), "val_loss": history["val_loss"].tolist(),
                      "val_accuracy": history["val_accuracy"].tolist(), "checkpoint_val_loss": loss,
                      "checkpoint_val_accuracy": accuracy, "steps": int(model.optimizer.iterations.numpy()),
+                     "replicas": history.attrs["replicas"],
                      "moving_statistics_agree": bool(np.array_equal(*[np.asarray(c) for c in copies]))}
     single.set_weights(model.get_weights())
     record["sizes"] = {}

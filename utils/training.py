@@ -244,14 +244,49 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
+class ReplicaChangeError(RuntimeError):
+    """A resume on another number of replicas than the run trained on, without allow_replica_change."""
+
+
+def check_replicas(output_dir: str | os.PathLike, replicas: int, resuming: bool,
+                   allow_replica_change: bool = False) -> dict[str, Any]:
+    """Record the replica count training runs on (run_files.REPLICAS); refuse a resume on another count unless allowed.
+
+    Another count changes the global batch and, through it, the learning rate in the middle of a run. Returns the
+    record: {"replicas": this session's count, "earlier": the counts of earlier sessions that differed}.
+    """
+    path = Path(output_dir) / run_files.REPLICAS
+    try:
+        previous = json.loads(path.read_text()) if resuming else {}
+    except (OSError, ValueError):
+        previous = {}
+    trained_on = previous.get("replicas")
+    earlier = list(previous.get("earlier", []))
+    if trained_on is not None and trained_on != replicas:
+        if not allow_replica_change:
+            raise ReplicaChangeError(
+                f"{output_dir} holds a run trained on {trained_on} replica(s); this session has {replicas}: resuming "
+                f"would change the global batch (batch_size x replicas) and the learning rate mid-run. Resume where "
+                f"it has {trained_on} replica(s), or set allow_replica_change = True to continue on {replicas} (the "
+                f"record then names both counts).")
+        earlier.append(trained_on)
+    record = {"replicas": replicas, "earlier": earlier}
+    from utils.runtime import write_json
+
+    write_json(path, record)
+    return record
+
+
 def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir: str | os.PathLike,
         train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None,
-        time_budget_hours: float | None = None, started: float | None = None) -> pd.DataFrame:
+        time_budget_hours: float | None = None, started: float | None = None,
+        allow_replica_change: bool = False) -> pd.DataFrame:
     """Train with best checkpoint, per-epoch CSV history and resume-after-interruption; returns the history.
 
     The history's attrs say whether training finished ("finished") and why it stopped early ("stopped"): a time
     budget (the time_budget_hours parameter, resolved by resolve_time_budget) counted from `started` (default:
     when the notebook imported this module) ends it after the last epoch that fits, keeping the resume backup.
+    attrs["replicas"] is check_replicas' record: a resume on another replica count stops unless allow_replica_change.
 
     A model built under a strategy of several replicas trains on batches filled up to a multiple of them
     (pipeline.fill_batches: every replica gets an equal share whatever the split's size) and is validated on every image
@@ -264,17 +299,22 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv = output_dir / run_files.BACKUP, output_dir / run_files.HISTORY
     done = read_history(history_csv)
+    replicas = model_replicas(model)
     if not backup_dir.exists() and len(done) >= epochs and (output_dir / run_files.MODEL).exists():
         print(f"training already complete in {output_dir} ({len(done)} epochs); reusing it", flush=True)
-        done.attrs.update(finished=True, stopped=None)
+        try:
+            trained = json.loads((output_dir / run_files.REPLICAS).read_text())
+        except (OSError, ValueError):
+            trained = None  # a run recorded before replicas.json existed
+        done.attrs.update(finished=True, stopped=None, replicas=trained)
         return done
+    trained = check_replicas(output_dir, replicas, backup_dir.exists(), allow_replica_change)
     if not backup_dir.exists():
         # No interrupted run to resume: start the history afresh instead of appending to an old one.
         history_csv.unlink(missing_ok=True)
     else:
         print(f"resuming from {backup_dir}", flush=True)
     validation = []
-    replicas = model_replicas(model)
     if replicas > 1:
         train_ds, validation, val_ds = fill_batches(train_ds, replicas), [ReplicaValidation(val_ds)], None
     callbacks = [
@@ -300,7 +340,7 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
         stopped = str(exc)
         print(f"{stopped}; the backup in {backup_dir} lets the next session continue", flush=True)
     history = read_history(history_csv)
-    history.attrs.update(finished=stopped is None, stopped=stopped)
+    history.attrs.update(finished=stopped is None, stopped=stopped, replicas=trained)
     return history
 
 
@@ -386,9 +426,19 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
         "dataset": dataset,
         **({"by_source": by_source} if by_source else {}),
         "params": params,
+        # The effective values behind batch_size and learning_rate (None: a reused run recorded before they were).
+        "training": _training_record(params, history.attrs.get("replicas")),
         "seed": params["seed"],
         "environment": environment(),
     }
+
+
+def _training_record(params: dict[str, Any], replicas: dict[str, Any] | None) -> dict[str, Any] | None:
+    """accelerator.training_scale of the run's replica count, with the counts of earlier sessions that differed."""
+    if not replicas:
+        return None
+    scale = accelerator.training_scale(params["batch_size"], params["learning_rate"], replicas["replicas"])
+    return {**scale, "earlier_replicas": replicas.get("earlier", [])}
 
 
 def clean_backup(output_dir: str | os.PathLike) -> None:
