@@ -1,7 +1,10 @@
 """Training: resume after an interruption from the backup, best checkpoint, history, replica-exact validation."""
+import io
 import json
+import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -104,6 +107,27 @@ def test_best_checkpoint_only_saves_improvements(tmp_path):
     checkpoint.on_epoch_end(1, {"val_loss": 0.7})
     assert (tmp_path / "model.keras").stat().st_mtime_ns == saved and checkpoint.best == 0.5
     assert not list(tmp_path.glob(".tmp-*"))
+    # What inference and the analysis load, without Adam's moment buffers (those are in the resume backup).
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as h5:
+        assert "optimizer" not in h5 and "layers" in h5
+    assert model.optimizer is not None  # the model goes on training with its optimizer
+
+
+def test_throughput_counts_the_training_steps_not_the_validation(capsys):
+    import time
+
+    log = training.EpochLog(epochs=1, train_images=100)
+    log.on_epoch_begin(0)
+    time.sleep(0.2)
+    log.on_train_batch_end(0)  # the epoch's last training step
+    time.sleep(0.4)  # what the validation pass takes after it
+    logs = {"loss": 0.5}
+    log.on_epoch_end(0, logs)
+    assert logs["validation_seconds"] >= 0.4 and logs["epoch_seconds"] >= 0.6
+    training_seconds = logs["epoch_seconds"] - logs["validation_seconds"]
+    assert 0.2 <= training_seconds < 0.4
+    assert logs["images_per_second"] == pytest.approx(100 / training_seconds)
+    assert "s validation" in capsys.readouterr().out
 
 
 def test_summarize_history():

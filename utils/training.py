@@ -49,24 +49,34 @@ def compile_model(model: keras.Model, learning_rate: float, steps_per_execution:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with throughput."""
+    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with training throughput.
+
+    images_per_second counts the training steps alone: from the epoch's start to its last training batch. The
+    validation pass after it (Keras' own, or ReplicaValidation's in on_epoch_end, listed before this callback) is
+    timed apart as validation_seconds; epoch_seconds is the whole epoch.
+    """
 
     def __init__(self, epochs: int, train_images: int):
         super().__init__()
         self.epochs, self.train_images = epochs, train_images
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = self._trained = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._trained = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
+        training = max(self._trained - self._start, 1e-9)
         values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.1f} img/s",
-              flush=True)
+        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s ({training:.1f} s training, "
+              f"{seconds - training:.1f} s validation)  {self.train_images / training:.1f} img/s training", flush=True)
         if logs is not None:
             # Same dict the CSV logger writes next, so the history keeps the timing too (it survives a resume).
             logs["epoch_seconds"] = seconds
-            logs["images_per_second"] = self.train_images / seconds
+            logs["validation_seconds"] = seconds - training
+            logs["images_per_second"] = self.train_images / training
 
 
 class ReplicaValidation(keras.callbacks.Callback):
@@ -187,8 +197,22 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is not None and value < self.best:
             self.best = float(value)
             tmp = self.path.with_name(f".tmp-{self.path.name}")
-            self.model.save(tmp)
+            save_for_inference(self.model, tmp)
             os.replace(tmp, self.path)
+
+
+def save_for_inference(model: keras.Model, path: str | os.PathLike) -> None:
+    """Save the model (architecture, weights) without its optimizer state: what inference and the analysis load.
+
+    Keras' .keras format ignores include_optimizer, and Adam's two moment buffers triple the file (the demo's
+    checkpoint: 283 MB with them, 95 MB without); the optimizer state a resume needs is in the backup instead.
+    """
+    optimizer = model.optimizer
+    model.optimizer = None
+    try:
+        model.save(path)
+    finally:
+        model.optimizer = optimizer
 
 
 class TimeBudgetReached(Exception):
@@ -409,17 +433,23 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
     (source_metrics); a single-source record is as before.
     """
     speed = history["images_per_second"].dropna() if "images_per_second" in history else pd.Series(dtype=float)
-    dataset = {"name": index.name, "root": index.root, "layout": index.layout, "counts": index.counts(),
-               "skipped": index.skipped, "cached_in_memory": cache}
+    from utils.runtime import recorded_path
+
+    dataset = {"name": index.name, "root": recorded_path(index.root), "layout": index.layout,
+               "counts": index.counts(), "skipped": index.skipped, "cached_in_memory": cache}
     if getattr(index, "sources", None):
-        dataset |= {"sources": index.sources, "holdout_source": index.holdout_source}
+        sources = [{**source, "root": recorded_path(source["root"])} for source in index.sources]
+        dataset |= {"sources": sources, "holdout_source": index.holdout_source}
     return {
         # False when a time budget ended training early: epochs_run says how far it got, backup/ how to go on.
         "finished": bool(history.attrs.get("finished", True)),
         "stopped": history.attrs.get("stopped"),
         **summarize_history(history),
         **evaluations,
+        # Training steps only, validation apart (EpochLog); the first epoch, which traces the step, left out.
         "images_per_second": float(speed.iloc[1:].median() if len(speed) > 1 else speed.median()) if len(speed) else None,
+        "validation_seconds": (round(float(history["validation_seconds"].sum()), 1)
+                               if "validation_seconds" in history else None),
         # Sum of the epochs' times: the training cost even when this execution resumed or reused the run.
         "training_seconds": round(float(history["epoch_seconds"].sum()), 1) if "epoch_seconds" in history else None,
         "wall_time_seconds": round(wall_time, 1),  # this execution only (a reused run: loading and evaluation)
