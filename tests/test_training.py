@@ -53,7 +53,13 @@ def test_interrupted_training_resumes_at_the_next_epoch(tmp_path):
                      extra_callbacks=[first, training.StopAfterEpoch(1)])
     assert (tmp_path / "backup").is_dir()
     assert list(training.read_history(tmp_path / "history.csv")["epoch"]) == [0]
-    best_after_first = (tmp_path / "model.keras").stat().st_mtime_ns
+    # Make epoch 1 the best of the whole run, so the resumed session must keep its checkpoint, never overwrite it.
+    history_csv = tmp_path / "history.csv"
+    first_rows = history_csv.read_text().splitlines()
+    column = first_rows[0].split(",").index("val_loss")
+    cells = first_rows[1].split(",")
+    cells[column] = "0.0"
+    history_csv.write_text("\n".join([first_rows[0], ",".join(cells)]) + "\n")
 
     second = _Weights()
     resumed = _tiny_model()  # fresh weights: everything must come back from the backup
@@ -63,9 +69,12 @@ def test_interrupted_training_resumes_at_the_next_epoch(tmp_path):
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 4 * 4  # 4 epochs x 4 steps, not 3 x 4
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()
-    # The best checkpoint kept track of epoch 1's val_loss across the interruption.
-    assert history["val_loss"].min() <= history["val_loss"].iloc[0]
-    assert (tmp_path / "model.keras").stat().st_mtime_ns >= best_after_first
+    # The best checkpoint kept track of epoch 1's val_loss across the interruption: it is still epoch 1's model.
+    assert training.summarize_history(history)["best"]["epoch"] == 1
+    assert (history["val_loss"].iloc[1:] > 0).all()
+    saved = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    np.testing.assert_array_equal(saved.get_weights()[0], first.end[0])
+    assert not np.array_equal(saved.get_weights()[0], second.end[3])
 
 
 def test_a_resume_on_another_replica_count_stops_unless_allowed(tmp_path):
