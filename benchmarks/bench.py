@@ -136,7 +136,7 @@ def bench_pipelines(root: str | os.PathLike, paths: list[str], labels: list[int]
     split = data.Split(list(paths), list(labels))
     results: dict[str, Any] = {"image_size": image_size, "batch_size": batch_size, "images": len(paths),
                                "cache_decoded": pipeline.cache_decision(len(paths), image_size),
-                               "jpeg_ratio": pipeline.jpeg_ratio(split.paths, image_size), "variants": {}}
+                               "jpeg_ratio": pipeline.file_jpeg_ratio(split.paths[0], image_size), "variants": {}}
     for name in variants:
         if name.startswith("ours"):
             ds = pipeline.make_dataset(split, image_size, batch_size, training=True, seed=seed)

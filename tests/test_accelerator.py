@@ -14,7 +14,15 @@ def test_cpu_setup_uses_default_strategy_and_float32():
     strategy = accelerator.setup_accelerator(seed=0)
     assert strategy.num_replicas_in_sync == 1
     assert keras.mixed_precision.global_policy().name == "float32"
-    assert accelerator.global_batch_and_lr(32, 1e-3, 2) == (64, 2e-3)
+    assert accelerator.global_batch_and_lr(32, 1e-3, 1) == (32, 1e-3)
+
+
+def test_adams_learning_rate_follows_the_square_root_of_the_replicas():
+    assert accelerator.global_batch_and_lr(32, 1e-3, 4) == (128, pytest.approx(2e-3))
+    scale = accelerator.training_scale(32, 1e-3, 2)
+    assert scale["replicas"] == 2 and scale["global_batch"] == 64
+    assert scale["effective_learning_rate"] == pytest.approx(1e-3 * 2 ** 0.5)
+    assert "square root" in scale["lr_scaling"]
 
 
 def test_check_accelerator_stops_a_gpu_push_that_got_no_gpu(monkeypatch, tmp_path):

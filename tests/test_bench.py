@@ -182,17 +182,19 @@ def test_device_labels_are_file_name_safe():
 # ---------------------------------------------------------------------------------------------- decode ratio
 
 
-def test_jpeg_ratio_is_chosen_from_the_smallest_sampled_jpeg(tmp_path):
+def test_jpeg_ratio_is_chosen_from_each_jpeg_alone(tmp_path):
     big = tmp_path / "big.jpg"
     Image.new("RGB", (256, 256), (200, 10, 10)).save(big, quality=90)
     small = tmp_path / "small.jpg"
     Image.new("RGB", (120, 160), (200, 10, 10)).save(small, quality=90)
     png = tmp_path / "big.png"
     Image.new("RGB", (512, 512)).save(png)
-    assert [pipeline.jpeg_ratio([str(big)], s) for s in (32, 64, 100, 128, 129, 224)] == [8, 4, 2, 2, 1, 1]
-    assert pipeline.jpeg_ratio([str(big), str(small)], 32) == 2  # bounded by the 120-px side
-    assert pipeline.jpeg_ratio([str(png)], 32) == 1 and pipeline.jpeg_ratio([], 32) == 1
-    assert pipeline.jpeg_ratio([str(tmp_path / "missing.jpg")], 32) == 1
+    assert [pipeline.file_jpeg_ratio(str(big), s) for s in (32, 64, 100, 128, 129, 224)] == [8, 4, 2, 2, 1, 1]
+    assert pipeline.file_jpeg_ratio(str(small), 32) == 2  # its 120-px side
+    assert pipeline.file_jpeg_ratio(str(png), 32) == 1 and pipeline.file_jpeg_ratio(str(tmp_path / "no.jpg"), 32) == 1
+    # Each decoded at its own ratio: the big JPEG's 1/8 decode is 32 px, the small one's 1/2 decode 60 x 80.
+    for path, side in ((big, 32), (small, 60)):
+        assert int(pipeline._decode(str(path), 32).shape[1]) == side
 
 
 def test_downscaled_decode_matches_full_decode_and_keeps_png_working(tmp_path):
@@ -203,7 +205,7 @@ def test_downscaled_decode_matches_full_decode_and_keeps_png_working(tmp_path):
     png = tmp_path / "face.png"
     Image.open(jpg).save(png)
     split = data.Split([str(jpg), str(png)], [0, 1])
-    assert pipeline.jpeg_ratio(split.paths, 64) == 4
+    assert pipeline.file_jpeg_ratio(split.paths[0], 64) == 4
     (images, _), = list(pipeline.make_dataset(split, 64, 2, training=False))
     images = images.numpy()
     # the JPEG went through the DCT-scaled decode, the PNG through decode_image + area resize: same picture

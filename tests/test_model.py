@@ -154,3 +154,50 @@ def test_save_and_load_round_trip(from_file, tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), rtol=1e-6)
     assert loaded.get_layer("conv2_block1_out").negative_slope == pytest.approx(0.1)
     assert loaded.get_layer("conv1_bn").momentum == pytest.approx(0.9)
+
+
+# Run by the test below in a fresh process, as a user's laptop loads a model trained on Kaggle's T4s.
+_LOAD_IN_FRESH_PROCESS = """
+import json, sys
+import keras, numpy as np
+from utils.model import build_model, load_model
+path, x = sys.argv[1], np.load(sys.argv[2])
+loaded, asked = load_model(path), load_model(path, dtype="bfloat16")
+reference = build_model(0.2, x.shape[1], augmentation={"flip": None, "rotation": 0, "zoom": 0, "contrast": 0})
+reference.set_weights(loaded.get_weights())  # the same network built under this process's float32 policy
+
+def policies(model):
+    found, pending = [], list(model.layers)
+    while pending:
+        layer = pending.pop()
+        if not isinstance(layer, keras.layers.InputLayer):  # its dtype is the input's, not a policy
+            found.append(layer.dtype_policy.name)
+        pending.extend(getattr(layer, "layers", []))
+    return sorted(set(found))
+
+print(json.dumps({"policies": policies(loaded), "asked": policies(asked),
+                  "difference": float(np.abs(loaded.predict(x, verbose=0) - reference.predict(x, verbose=0)).max())}))
+"""
+
+
+def test_a_model_saved_under_mixed_float16_loads_computing_in_float32(tmp_path):
+    """A model trained under mixed_float16 (Kaggle's T4s) and loaded in a fresh process scores in float32, as the
+    same network built in float32 does; a dtype the caller asks for is honoured."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        build_model(0.2, SIZE, augmentation=NO_AUGMENTATION, seed=0).save(tmp_path / "model.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    np.save(tmp_path / "x.npy", _images(4))
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, str(tmp_path / "model.keras"),
+                           str(tmp_path / "x.npy")], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["policies"] == ["float32"]
+    assert result["asked"] == ["bfloat16"]
+    assert result["difference"] < 1e-5  # float16 compute differs from float32 by about 1e-3 here

@@ -27,6 +27,7 @@ def test_good_parameters_pass_and_ints_become_floats():
     ("blur_sigma", 2.0, "[low, high]"), ("jpeg_quality", [0, 90], "1 <= low <= high <= 100"),
     ("jpeg_quality", [30.5, 90], "integer JPEG qualities"), ("rescale_range", [0.5, 1.5], "<= high <= 1"),
     ("noise_sigma", [0.0, 80.0], "grey levels"), ("noise_sigma", [1.0, 2.0, 3.0], "[low, high]"),
+    ("allow_replica_change", "yes", "True or False"), ("allow_replica_change", 1, "True or False"),
 ])
 def test_each_bad_parameter_is_named(name, value, expected):
     with pytest.raises(ValueError) as error:

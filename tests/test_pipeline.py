@@ -193,13 +193,11 @@ def test_crop_enlarges_small_images_keeping_aspect(tmp_path):
 def test_crop_mode_never_uses_the_jpeg_decode_downscale(tmp_path):
     path = tmp_path / "coords.jpg"
     Image.open(_coordinates(tmp_path / "coords.png", width=128, height=128)).save(path, quality=100)
-    assert pipeline.jpeg_ratio([str(path)], 32) == 4  # what resize mode decodes this JPEG with
+    assert pipeline.file_jpeg_ratio(str(path), 32) == 4  # what resize mode decodes this JPEG with
     cropped = pipeline.load_images([str(path)], 32, "crop")[0]
     # the centre of the full-scale decode: columns 48..79 one by one (a 1/4 decode would step by 4)
     np.testing.assert_allclose(cropped[16, :, 0], np.arange(48, 80), atol=3)
     np.testing.assert_allclose(cropped[:, 16, 1], np.arange(48, 80), atol=3)
-    with pytest.raises(DataError, match="own scale"):
-        pipeline._decode_resize(str(path), 32, ratio=4, resize_mode="crop")
 
 
 def test_resize_mode_is_checked_and_read_from_a_run_record():

@@ -78,3 +78,33 @@ def test_collect_paths_recursive_and_case_insensitive(mixed_folder, tmp_path):
     names = sorted(p.rsplit("/", 1)[1] for p in paths)
     assert names == ["a.jpg", "b.JPEG", "c.jpg", "d.PNG", "empty.jpg", "garbled.jpg", "truncated.jpg"]
     assert missing == [{"path": str(tmp_path / "nowhere"), "reason": "no such file or folder"}]
+
+
+def test_an_images_score_does_not_depend_on_its_neighbours(tmp_path):
+    """The same 256-px JPEG gets the same P(fake) alone and in a folder beside a 100-px JPEG and a PNG copy of itself:
+    its decode scale (the JPEG DCT downscale) is its own, not the smallest among the files predicted with it."""
+    import keras
+    import numpy as np
+
+    from utils import synthetic
+    from utils.predict import predict_files
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    face = folder / "face.jpg"
+    face.write_bytes(synthetic.encode_jpeg(synthetic.make_image(0, True, image_size=256, seed=5), quality=90))
+    (folder / "small.jpg").write_bytes(synthetic.encode_jpeg(synthetic.make_image(1, False, image_size=100, seed=5), 90))
+    Image.open(face).save(folder / "face-copy.png")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 64)(inputs))
+    x = keras.layers.Dense(2)(keras.layers.Flatten()(x))  # every pixel counts: no pooling hides a change
+    model = keras.Model(inputs, keras.layers.Softmax()(x))
+    alone, _ = predict_files(model, [str(face)])
+    together, _ = predict_files(model, sorted(str(p) for p in folder.iterdir()))
+    scores = {row["path"]: row["p_fake"] for row in together}
+    assert len(scores) == 3
+    assert scores[str(face)] == pytest.approx(alone[0]["p_fake"], abs=1e-6)
+    assert predict_files(model, [str(folder / "small.jpg")])[0][0]["p_fake"] == pytest.approx(
+        scores[str(folder / "small.jpg")], abs=1e-6)
+    assert np.isfinite(scores[str(folder / "face-copy.png")])

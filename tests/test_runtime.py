@@ -168,3 +168,24 @@ def test_analysis_run_dirs_name_attached_kernels_on_kaggle(monkeypatch, tmp_path
         resolve_run_dirs(["tester/empty-kernel"])
     with pytest.raises(ValueError, match="non-empty list"):
         resolve_run_dirs("tester/train-alpha-0")
+
+
+def test_a_record_names_data_inside_the_repository_relative_to_it(tmp_path, monkeypatch):
+    """A dataset under the repository is recorded relative to it, so the analysis of a run in a moved or cloned
+    repository still re-indexes it; data outside (e.g. /kaggle/input) keeps its path."""
+    from conftest import write_image
+
+    from utils import analysis, runtime
+
+    monkeypatch.setattr(runtime, "REPO_ROOT", tmp_path / "repo")
+    root = tmp_path / "repo" / "data" / "faces"
+    for label in ("real", "fake"):
+        for i in range(4):
+            write_image(root / label / f"{i}.png", seed=i + 10 * (label == "fake"))
+    assert runtime.recorded_path(root) == "data/faces"
+    assert runtime.recorded_path("/kaggle/input/faces") == "/kaggle/input/faces"
+    assert runtime.resolve_recorded_path("data/faces") == str(root)
+    assert runtime.resolve_recorded_path("/kaggle/input/faces") == "/kaggle/input/faces"
+    record = {"params": {"val_split": 0.25, "seed": 0, "max_images": None, "data_dir": None},
+              "dataset": {"root": "data/faces"}}
+    assert analysis.reindex_run(record).root == str(root)

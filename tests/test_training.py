@@ -1,7 +1,10 @@
 """Training: resume after an interruption from the backup, best checkpoint, history, replica-exact validation."""
+import io
 import json
+import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -50,7 +53,13 @@ def test_interrupted_training_resumes_at_the_next_epoch(tmp_path):
                      extra_callbacks=[first, training.StopAfterEpoch(1)])
     assert (tmp_path / "backup").is_dir()
     assert list(training.read_history(tmp_path / "history.csv")["epoch"]) == [0]
-    best_after_first = (tmp_path / "model.keras").stat().st_mtime_ns
+    # Make epoch 1 the best of the whole run, so the resumed session must keep its checkpoint, never overwrite it.
+    history_csv = tmp_path / "history.csv"
+    first_rows = history_csv.read_text().splitlines()
+    column = first_rows[0].split(",").index("val_loss")
+    cells = first_rows[1].split(",")
+    cells[column] = "0.0"
+    history_csv.write_text("\n".join([first_rows[0], ",".join(cells)]) + "\n")
 
     second = _Weights()
     resumed = _tiny_model()  # fresh weights: everything must come back from the backup
@@ -60,9 +69,34 @@ def test_interrupted_training_resumes_at_the_next_epoch(tmp_path):
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 4 * 4  # 4 epochs x 4 steps, not 3 x 4
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert not (tmp_path / "backup").exists()
-    # The best checkpoint kept track of epoch 1's val_loss across the interruption.
-    assert history["val_loss"].min() <= history["val_loss"].iloc[0]
-    assert (tmp_path / "model.keras").stat().st_mtime_ns >= best_after_first
+    # The best checkpoint kept track of epoch 1's val_loss across the interruption: it is still epoch 1's model.
+    assert training.summarize_history(history)["best"]["epoch"] == 1
+    assert (history["val_loss"].iloc[1:] > 0).all()
+    saved = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    np.testing.assert_array_equal(saved.get_weights()[0], first.end[0])
+    assert not np.array_equal(saved.get_weights()[0], second.end[3])
+
+
+def test_a_resume_on_another_replica_count_stops_unless_allowed(tmp_path):
+    train_ds, val_ds = _datasets()
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(_tiny_model(), train_ds, val_ds, 3, tmp_path, train_images=64,
+                     extra_callbacks=[training.StopAfterEpoch(1)])
+    record = tmp_path / "replicas.json"
+    assert json.loads(record.read_text()) == {"replicas": 1, "earlier": []}
+    record.write_text(json.dumps({"replicas": 2, "earlier": []}))  # as if the first session had run on two GPUs
+    with pytest.raises(training.ReplicaChangeError) as error:
+        training.fit(_tiny_model(), train_ds, val_ds, 3, tmp_path, train_images=64)
+    assert "trained on 2 replica(s); this session has 1" in str(error.value)
+    assert "allow_replica_change" in str(error.value)
+    assert list(training.read_history(tmp_path / "history.csv")["epoch"]) == [0]  # nothing trained
+    history = training.fit(_tiny_model(), train_ds, val_ds, 3, tmp_path, train_images=64, allow_replica_change=True)
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert history.attrs["replicas"] == {"replicas": 1, "earlier": [2]}
+    params = {"batch_size": 16, "learning_rate": 0.01, "seed": 0}
+    assert training._training_record(params, history.attrs["replicas"]) == {
+        "replicas": 1, "global_batch": 16, "effective_learning_rate": 0.01,
+        "lr_scaling": accelerator.LR_SCALING, "earlier_replicas": [2]}
 
 
 def test_finished_training_is_reused_not_repeated(tmp_path, capsys):
@@ -82,6 +116,27 @@ def test_best_checkpoint_only_saves_improvements(tmp_path):
     checkpoint.on_epoch_end(1, {"val_loss": 0.7})
     assert (tmp_path / "model.keras").stat().st_mtime_ns == saved and checkpoint.best == 0.5
     assert not list(tmp_path.glob(".tmp-*"))
+    # What inference and the analysis load, without Adam's moment buffers (those are in the resume backup).
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as h5:
+        assert "optimizer" not in h5 and "layers" in h5
+    assert model.optimizer is not None  # the model goes on training with its optimizer
+
+
+def test_throughput_counts_the_training_steps_not_the_validation(capsys):
+    import time
+
+    log = training.EpochLog(epochs=1, train_images=100)
+    log.on_epoch_begin(0)
+    time.sleep(0.2)
+    log.on_train_batch_end(0)  # the epoch's last training step
+    time.sleep(0.4)  # what the validation pass takes after it
+    logs = {"loss": 0.5}
+    log.on_epoch_end(0, logs)
+    assert logs["validation_seconds"] >= 0.4 and logs["epoch_seconds"] >= 0.6
+    training_seconds = logs["epoch_seconds"] - logs["validation_seconds"]
+    assert 0.2 <= training_seconds < 0.4
+    assert logs["images_per_second"] == pytest.approx(100 / training_seconds)
+    assert "s validation" in capsys.readouterr().out
 
 
 def test_summarize_history():
@@ -139,11 +194,16 @@ def test_two_replicas_train_validate_and_predict_every_split_size(tmp_path):
     assert fit["val_accuracy"][best] == pytest.approx(fit["checkpoint_val_accuracy"])
     assert fit["moving_statistics_agree"]  # the replicas' batch-norm statistics averaged, not drifting apart
     assert fit["steps"] == 2  # 2 epochs of 1 step: 15 images and one repeated, 8 per replica
+    assert fit["replicas"] == {"replicas": 2, "earlier": []}  # what run_record puts in metrics.json's "training"
     for n, result in record["sizes"].items():
         assert result["count"] == int(n) and result["labels_in_order"], (n, result)
         assert max(result["collect"], result["proba"], result["proba_dataset"]) < 1e-3, (n, result)
     assert record["predict_files"] == {"rows": 3, "unreadable": 0, "max_difference": pytest.approx(0, abs=1e-3)}
     assert record["grad_cam"] == [3, 16, 16]
+    # Each replica draws its own augmentation: the share of 256 images given the same draw on both replicas.
+    same = record["same_draws"]
+    assert set(same) == {"random_flip", "random_rotation", "random_zoom", "random_contrast"}
+    assert same["random_flip"] < 0.7 and max(v for k, v in same.items() if k != "random_flip") < 0.05, same
 
 
 def _two_replica_check(out: Path) -> None:
@@ -159,13 +219,15 @@ def _two_replica_check(out: Path) -> None:
     set_quiet_log_env()
     import tensorflow as tf
 
+    from tests.test_augmentation import transformation_draws
     from utils import evaluation, explanation, predict
+    from utils.augmentation import build_augmentation
 
     strategy = accelerator.setup_accelerator(0)
 
     def build() -> keras.Model:
         inputs = keras.Input((16, 16, 3))
-        x = keras.layers.RandomFlip("horizontal")(inputs)  # augmentation and batch norm, as in the study's model
+        x = build_augmentation(seed=0)(inputs)  # augmentation and batch norm, as in the study's model
         x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, name="features")(x))
         x = keras.layers.GlobalAveragePooling2D()(keras.layers.Activation("relu")(x))
         return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", dtype="float32")(x))
@@ -191,6 +253,7 @@ def _two_replica_check(out: Path) -> None:
     record["fit"] = {"epochs": history["epoch"].tolist(), "val_loss": history["val_loss"].tolist(),
                      "val_accuracy": history["val_accuracy"].tolist(), "checkpoint_val_loss": loss,
                      "checkpoint_val_accuracy": accuracy, "steps": int(model.optimizer.iterations.numpy()),
+                     "replicas": history.attrs["replicas"],
                      "moving_statistics_agree": bool(np.array_equal(*[np.asarray(c) for c in copies]))}
     single.set_weights(model.get_weights())
     record["sizes"] = {}
@@ -214,6 +277,11 @@ def _two_replica_check(out: Path) -> None:
     record["predict_files"] = {"rows": len(rows), "unreadable": len(unreadable),
                                "max_difference": float(np.abs([r["p_fake"] for r in rows] - reference).max())}
     record["grad_cam"] = list(explanation.grad_cam(model, images(3)[0], layer_name="features").shape)
+    # After fit: the same 256 images on each replica, each augmentation layer's draws per replica.
+    augmentation, same_images = model.get_layer("augmentation"), tf.constant(images(256)[0])
+    draws = strategy.run(lambda: {layer.name: transformation_draws(layer, same_images) for layer in augmentation.layers})
+    record["same_draws"] = {name: float(np.mean(np.equal(*[np.asarray(c) for c in strategy.experimental_local_results(v)])))
+                            for name, v in draws.items()}
     (out / "record.json").write_text(json.dumps(record))
 
 

@@ -15,6 +15,10 @@ from utils.runtime import on_kaggle, quiet_logs
 # devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
 REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
 ACCELERATORS = ("gpu", "tpu", "none")  # what a push asks for: the build record's "accelerator"
+# How Adam's learning rate follows the global batch over replicas: the square-root rule derived for Adam and RMSprop
+# (Malladi et al. 2022; Granziol et al. 2022), not the linear rule, which was stated for SGD with a warm-up (Goyal et
+# al. 2017). docs/training.md gives the evidence.
+LR_SCALING = "square root of the replica count (Malladi et al. 2022)"
 
 
 def setup_accelerator(seed: int) -> Any:
@@ -86,8 +90,15 @@ def describe_devices() -> str:
 
 
 def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) -> tuple[int, float]:
-    """Global batch = per-replica batch x replicas; learning rate scaled linearly with it (Goyal et al. 2017)."""
-    return batch_size * replicas, learning_rate * replicas
+    """Global batch = per-replica batch x replicas; Adam's learning rate x sqrt(replicas) (LR_SCALING)."""
+    return batch_size * replicas, learning_rate * replicas ** 0.5
+
+
+def training_scale(batch_size: int, learning_rate: float, replicas: int) -> dict[str, Any]:
+    """The effective values a run trains with on `replicas` replicas, for its record and its parameter table."""
+    global_batch, effective = global_batch_and_lr(batch_size, learning_rate, replicas)
+    return {"replicas": replicas, "global_batch": global_batch, "effective_learning_rate": effective,
+            "lr_scaling": LR_SCALING}
 
 
 def rehearsal_replicas() -> int:

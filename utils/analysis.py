@@ -13,7 +13,7 @@ import pandas as pd
 
 from utils import comparison, data, evaluation, metrics, pipeline, plots, probes, run_files
 from utils.data import CLASS_NAMES, Split, cap_split
-from utils.runtime import to_jsonable, write_json
+from utils.runtime import recorded_path, resolve_recorded_path, to_jsonable, write_json
 
 THRESHOLD_METHOD = "youden"  # how the validation split picks the decision threshold (metrics.choose_threshold)
 ECE_BINS = 15
@@ -129,7 +129,7 @@ def reindex_run(record: Mapping[str, Any], data_dir: str | Sequence[str] | None 
     longer be), else today's auto default.
     """
     params = record["params"]
-    recorded_root = record.get("dataset", {}).get("root")
+    recorded_root = resolve_recorded_path(record.get("dataset", {}).get("root"))
     source = next((d for d in (data_dir, params.get("data_dir")) if d not in (None, "")), None)
     if source is None and recorded_root and os.path.isdir(recorded_root):
         source = recorded_root
@@ -153,7 +153,7 @@ def dataset_split(data_dir: str, max_images: int | None = None, seed: int = 0) -
     order = sorted(range(len(pooled)), key=pooled.paths.__getitem__)
     pooled = Split([pooled.paths[i] for i in order], [pooled.labels[i] for i in order])
     split = cap_split(pooled, max_images, seed)
-    info = {"name": index.name, "root": index.root, "layout": index.layout, "counts": split.counts(),
+    info = {"name": index.name, "root": recorded_path(index.root), "layout": index.layout, "counts": split.counts(),
             "skipped": len(index.skipped)}
     return split, info
 
@@ -339,7 +339,7 @@ def robustness(run: Run, grid: Mapping[str, Iterable[float]] = evaluation.ROBUST
 # ------------------------------------------------------------------------------------------------ Grad-CAM
 
 def robustness_by_run(tables: Mapping[str, pd.DataFrame], metric: str = "roc_auc") -> pd.DataFrame:
-    """One row per transform and severity in the grid's order (clean setting first), one column per run."""
+    """One row per transform and severity in the grid's order (mildest setting first), one column per run."""
     long = pd.concat(tables, names=["run"]).reset_index(level=0)
     wide = long.pivot_table(index=["transform", "severity"], columns="run", values=metric, sort=False)
     return wide.reindex(pd.MultiIndex.from_frame(long[["transform", "severity"]].drop_duplicates()))[list(tables)]
@@ -549,7 +549,7 @@ def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
            # Validation numbers: what a best alpha may be chosen on (never a test number).
            "val_log_loss": val.get("log_loss"), "val_accuracy": val.get("accuracy"), "val_roc_auc": val.get("roc_auc")}
     for entry in result.get("robustness", []):
-        # The most degraded setting of each transform: the grid lists severities from clean to worst.
+        # The most degraded setting of each transform: the grid lists severities from mildest to worst.
         row[f"roc_auc_{entry['transform']}_worst"] = entry["roc_auc"]
     for dataset, entry in result.get("extra", {}).items():
         row[f"roc_auc_{dataset}"] = entry["metrics"]["roc_auc"]
@@ -596,12 +596,13 @@ def paired_alpha_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gradcam: dict,
                 extra: dict, baseline: dict | None = None, by_source: dict | None = None) -> dict[str, Any]:
     """The analysis.json entry of one run from its parts; a multi-source run adds its sources and by_source."""
-    dataset = {"name": run.index.name, "root": run.index.root, "layout": run.index.layout,
+    dataset = {"name": run.index.name, "root": recorded_path(run.index.root), "layout": run.index.layout,
                "counts": {k: s.counts() for k, s in run.splits.items()}}
     if run.index.sources:
-        dataset |= {"sources": run.index.sources, "holdout_source": run.index.holdout_source}
+        sources = [{**source, "root": recorded_path(source["root"])} for source in run.index.sources]
+        dataset |= {"sources": sources, "holdout_source": run.index.holdout_source}
     return to_jsonable({
-        "run_dir": str(run.run_dir.resolve()), "alpha": float(run.params["alpha"]), "params": run.params,
+        "run_dir": recorded_path(run.run_dir.resolve()), "alpha": float(run.params["alpha"]), "params": run.params,
         "dataset": dataset,
         "data_warning": run.warning, "held_out": held,
         "robustness": robustness_table.to_dict("records") if robustness_table is not None else [],

@@ -5,6 +5,7 @@ The train-time degradations are per-image operations of the input pipeline inste
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 # The study's augmentation; each factor is a papermill parameter, 0 or None switches its layer off.
 DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast": 0.1}
@@ -12,19 +13,36 @@ DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "con
 
 def build_augmentation(flip: str | None = "horizontal", rotation: float | None = 0.1, zoom: float | None = 0.1,
                        contrast: float | None = 0.1, seed: int | None = None) -> keras.Sequential:
-    """RandomFlip, RandomRotation, RandomZoom, RandomContrast; layers are active only when training=True."""
+    """RandomFlip, RandomRotation, RandomZoom, RandomContrast; layers are active only when training=True.
+
+    Each layer draws from its own stream, seeded by stream_seed(seed, its position among the four): a Keras layer
+    steps its own SeedGenerator(seed) from [seed, 0], so one shared seed would give every layer the same uniforms and
+    tie, say, the flip to the sign of the rotation angle. None leaves each layer unseeded (Keras seeds each anew).
+    """
+    def own(position: int) -> int | None:
+        return None if seed is None else stream_seed(seed, position)
+
     layers = []
     if flip:
-        layers.append(keras.layers.RandomFlip(flip, seed=seed, name="random_flip"))
+        layers.append(keras.layers.RandomFlip(flip, seed=own(0), name="random_flip"))
     if rotation:
         # Constant fill: reflections would copy the face's own texture into the corners.
-        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed, name="random_rotation"))
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant", seed=own(1), name="random_rotation"))
     if zoom:
-        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="random_zoom"))
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=own(2), name="random_zoom"))
     if contrast:
         # Inputs are raw pixels, so the contrast layer must clip to 0..255, not 0..1.
-        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=seed, name="random_contrast"))
+        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=own(3), name="random_contrast"))
     return allow_jit(keras.Sequential(layers, name="augmentation"))
+
+
+def stream_seed(*keys: int) -> int:
+    """A seed in [0, 2**31) for the random stream that `keys` name; different keys give unrelated seeds.
+
+    SeedSequence hashes the keys, so neighbouring keys (seed 42's second layer, seed 43's first) never share a stream,
+    as seed + position would make them.
+    """
+    return int(np.random.SeedSequence([int(key) for key in keys]).generate_state(1)[0] >> 1)
 
 
 def allow_jit(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -106,7 +106,7 @@ def severity_table(robustness: pd.DataFrame, metric: str = "roc_auc") -> pd.Data
     keys = ["dataset", "transform", "severity"]
     per_seed = _per_seed(robustness, keys + ["condition"], metric)
     cells = per_seed.groupby(keys + ["condition"], sort=False)[metric].apply(_mean_interval).unstack("condition")
-    order = pd.MultiIndex.from_frame(robustness[keys].drop_duplicates())  # the grid's own order, clean setting first
+    order = pd.MultiIndex.from_frame(robustness[keys].drop_duplicates())  # the grid's own order, mildest setting first
     cells = cells.reindex(order)[list(dict.fromkeys(robustness["condition"]))]
     seeds = per_seed.groupby("condition")["seed"].nunique()
     cells.columns = [f"{c} (n={seeds[c]})" for c in cells.columns]

@@ -10,7 +10,9 @@ import pandas as pd
 
 from utils import metrics
 
-# Each grid key names a transform in TRANSFORMS; the first value of every list is the clean (identity or near) setting.
+# Each grid key names a transform in TRANSFORMS; the first value of every list is its mildest setting: the unchanged
+# image for blur 0, rescale 1 and noise 0, but for JPEG a quality-100 re-encode with 4:2:0 chroma subsampling
+# (jpeg_images), which already halves the colour resolution: JPEG's reference point, not the original file.
 ROBUSTNESS_GRID: dict[str, list[float]] = {
     "jpeg_quality": [100, 90, 70, 50, 30],
     "blur_sigma": [0, 0.5, 1, 2, 3],

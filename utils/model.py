@@ -99,9 +99,44 @@ def gradcam_layer(model: keras.Model, min_cells: int = GRADCAM_MIN_CELLS) -> tup
                      f"cells (input shape {model.input_shape}): too small an image_size for Grad-CAM")
 
 
-def load_model(path: str | os.PathLike) -> keras.Model:
-    """Load a saved model.keras for inference (this module registers its custom layer), on whichever backend keras
-    runs; uncompiled: its optimizer state (e.g. a loss-scaled one from a mixed-precision run) is not wanted."""
+def load_model(path: str | os.PathLike, dtype: str | None = "float32") -> keras.Model:
+    """Load a saved model.keras for inference, computing in `dtype` (None: the policies it was saved with).
+
+    Keras saves each layer's dtype policy, so a model trained under mixed_float16 would load computing in float16
+    whatever the machine: half the speed of float32 on a CPU (measured) and scores that depend on the training
+    precision. Uncompiled: its optimizer state (e.g. a loss-scaled one from a mixed-precision run) is not wanted.
+    This module registers its custom layer; whichever backend keras runs loads it.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path} does not exist (expected a training run's model.keras)")
-    return allow_jit(keras.saving.load_model(path, compile=False))
+    model = keras.saving.load_model(path, compile=False)
+    if dtype is not None and any(layer.dtype_policy.name != dtype for layer in _all_layers(model)):
+        model = with_dtype(model, dtype)
+    return allow_jit(model)
+
+
+def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer nested in a model, at any depth, but its inputs (whose dtype is the input's, not a policy)."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if not isinstance(layer, keras.layers.InputLayer):
+            found += [layer, *_all_layers(layer)]
+    return found
+
+
+def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
+    """The same model, weights included, with every layer's dtype policy set to `dtype` (e.g. "float32")."""
+    policy = keras.dtype_policies.get(dtype)  # a clear error for an unknown policy name
+
+    def retype(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and "config" in node:
+                return {**node, "config": {**node["config"], "name": policy.name}}
+            return {key: retype(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [retype(value) for value in node]
+        return node
+
+    rebuilt = keras.saving.deserialize_keras_object(retype(keras.saving.serialize_keras_object(model)))
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt

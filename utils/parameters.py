@@ -47,12 +47,14 @@ PARAMETERS: dict[str, tuple[Any, tuple[type, ...], Any, str]] = {
                     "a BatchNormalization momentum in (0, 1); stock ResNet50: 0.99"),
     "early_stopping": (0, (int,), lambda v: v >= 0, "an integer >= 0 (patience in epochs; 0 = off)"),
     "output_dir": ("runs/train", (str,), lambda v: bool(v), "a folder path"),
+    "allow_replica_change": (False, (bool,), lambda v: True, "True or False"),
     "time_budget_hours": (None, (int, float, type(None)), lambda v: v is None or v >= 0,
                           "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
 }
 # Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default, and a
 # run recorded before one existed ran at it.
-ADDED_LATER = ("time_budget_hours", "resize_mode", "holdout_source", *degradation.DEFAULT_DEGRADATION)
+ADDED_LATER = ("time_budget_hours", "resize_mode", "holdout_source", *degradation.DEFAULT_DEGRADATION,
+               "allow_replica_change")
 PARAMETER_DEFAULTS = {name: PARAMETERS[name][0] for name in ADDED_LATER}
 
 
@@ -67,7 +69,7 @@ def validate_params(namespace: dict[str, Any]) -> dict[str, Any]:
         value = namespace[name]
         if float in types and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # papermill passes `-p val_split 1` style numbers as int
-        if isinstance(value, bool) or not isinstance(value, types) or not check(value):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types) or not check(value):
             raise ValueError(f"parameter {name}={value!r} is invalid: expected {expected}")
         if name in degradation.RANGES:
             value = degradation.normalise_range(name, value)  # a list, as params.json will hold it

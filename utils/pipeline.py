@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 CACHE_RAM_FRACTION = 0.4  # share of available RAM a decoded in-memory cache may take
 SHUFFLE_BUFFER = 2048  # post-cache element shuffle; bounded because the cache already holds every image
 JPEG_RATIOS = (8, 4, 2)  # the DCT downscales libjpeg can apply while decoding (tf.io.decode_jpeg ratio)
-HEADER_SAMPLE = 64  # image headers read to pick the decode ratio of a dataset
+HEADER_SAMPLE = 64  # image headers read to size a crop-mode training cache
 
 
 # How an image becomes S x S: "resize" scales the whole image (the study's way); "crop" keeps the image's own scale
@@ -83,20 +83,19 @@ def _header_size(path: str) -> tuple[str, int] | None:
     return None if dims is None else (dims[0], min(dims[1], dims[2]))
 
 
-def jpeg_ratio(paths: list[str], image_size: int) -> int:
-    """DCT downscale (8, 4, 2 or 1) to decode this dataset's JPEGs with: the largest whose output is still >= S px.
+def jpeg_ratio(side: int, image_size: int) -> int:
+    """DCT downscale (8, 4, 2 or 1) to decode a JPEG of shorter side `side` with: the largest still giving >= S px.
 
-    Decided per dataset from the headers of up to HEADER_SAMPLE evenly spaced files (the smallest JPEG seen bounds
-    it). A file smaller than the sample's smallest is still correct, only upscaled a little more by the resize.
+    A property of the image and the run's image_size alone, never of the other files in a split or batch: the same
+    file is decoded the same way in training, evaluation and prediction, whatever lies beside it.
     """
-    if not paths:
-        return 1
-    step = max(1, len(paths) // HEADER_SAMPLE)
-    headers = [_header_size(p) for p in paths[::step][:HEADER_SAMPLE]]
-    sides = [side for fmt, side in filter(None, headers) if fmt == "JPEG"]
-    if not sides:
-        return 1
-    return next((r for r in JPEG_RATIOS if min(sides) >= r * image_size), 1)
+    return next((r for r in JPEG_RATIOS if side >= r * image_size), 1)
+
+
+def file_jpeg_ratio(path: str, image_size: int) -> int:
+    """The DCT downscale resize mode decodes this file with (1 for anything but a readable JPEG), from its header."""
+    header = _header_size(path)
+    return jpeg_ratio(header[1], image_size) if header is not None and header[0] == "JPEG" else 1
 
 
 def _check_resize_mode(resize_mode: str) -> None:
@@ -105,11 +104,12 @@ def _check_resize_mode(resize_mode: str) -> None:
         raise DataError(f"resize_mode must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize_mode!r}")
 
 
-def _decode(path: Any, ratio: int = 1) -> Any:
+def _decode(path: Any, image_size: int | None = None) -> Any:
     """Read an image file and decode it by content (JPEG/PNG, any channels) to RGB uint8 [H, W, 3].
 
-    With ratio > 1, JPEGs are decoded at 1/ratio size by libjpeg's DCT scaling (several times less work than a full
-    decode plus a downscale); PNGs and anything else still go through decode_image.
+    With image_size, a JPEG is decoded at 1/ratio size by libjpeg's DCT scaling (several times less work than a full
+    decode plus a downscale), the ratio chosen from its own header by jpeg_ratio; PNGs and anything else, and every
+    image without image_size, go through decode_image at full size.
     """
     import tensorflow as tf
 
@@ -118,9 +118,17 @@ def _decode(path: Any, ratio: int = 1) -> Any:
     def decode_any() -> Any:
         return tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
 
-    if ratio > 1:
+    def decode_jpeg() -> Any:
+        shape = tf.io.extract_jpeg_shape(raw)
+        side = tf.minimum(shape[0], shape[1])
+        ratios = (1, *sorted(JPEG_RATIOS))
+        # jpeg_ratio's rule in the graph: the index of the largest ratio r with side >= r * S (ratios ascending)
+        index = tf.add_n([tf.cast(side >= r * image_size, tf.int32) for r in ratios[1:]])
+        return tf.switch_case(index, [lambda r=r: tf.io.decode_jpeg(raw, channels=3, ratio=r) for r in ratios])
+
+    if image_size is not None:
         is_jpeg = tf.equal(tf.strings.substr(raw, 0, len(JPEG_MAGIC)), JPEG_MAGIC)
-        image = tf.cond(is_jpeg, lambda: tf.io.decode_jpeg(raw, channels=3, ratio=ratio), decode_any)
+        image = tf.cond(is_jpeg, decode_jpeg, decode_any)
     else:
         image = decode_any()
     image.set_shape([None, None, 3])
@@ -188,21 +196,17 @@ def _random_crop(image: Any, image_size: int, key: Any) -> Any:
     return tf.ensure_shape(crop, [image_size, image_size, 3])
 
 
-def _decode_resize(path: Any, image_size: int, ratio: int = 1, resize_mode: str = DEFAULT_RESIZE_MODE,
-                   training: bool = False) -> Any:
+def _decode_resize(path: Any, image_size: int, resize_mode: str = DEFAULT_RESIZE_MODE, training: bool = False) -> Any:
     """Read and decode an image file to RGB uint8 and bring it to S x S as resize_mode says.
 
-    "resize": the whole image resized to S x S. "crop": the central S x S window (evaluation), or, when training,
-    the whole image at its own scale (shorter side at least S) for make_dataset to cut a random window from after
-    its cache. A ratio > 1 (JPEG DCT downscale) is refused in crop mode: it would change the image's scale.
+    "resize": the whole image resized to S x S (a JPEG DCT-downscaled first by its own jpeg_ratio). "crop": the
+    central S x S window (evaluation), or, when training, the whole image at its own scale (shorter side at least S)
+    for make_dataset to cut a random window from after its cache; never DCT-downscaled, which would change its scale.
     """
     _check_resize_mode(resize_mode)
-    if resize_mode == "crop" and ratio != 1:
-        raise DataError(f"resize_mode 'crop' keeps each image's own scale: a JPEG decode ratio of {ratio} would "
-                        "downscale it first (use ratio 1)")
-    image = _decode(path, ratio)
     if resize_mode == "resize":
-        return _resize(image, image_size)
+        return _resize(_decode(path, image_size), image_size)
+    image = _decode(path)
     image = _crop_source(image, image_size)
     return image if training else _centre_crop(image, image_size)
 
@@ -260,8 +264,6 @@ def make_dataset(split: Split, image_size: int, batch_size: int, training: bool,
     crop = training and resize_mode == "crop"
     autotune = tf.data.AUTOTUNE
     deterministic = not training or _op_determinism()
-    # The DCT downscale would change the image's scale, which crop mode keeps.
-    ratio = jpeg_ratio(split.paths, image_size) if resize_mode == "resize" else 1
     # Per-image draws after the cache (random crop, degradations) are keyed by the image's index in the split, which
     # then travels with it; without them the pipeline is the study's, element for element.
     keyed = crop or settings is not None
@@ -272,7 +274,7 @@ def make_dataset(split: Split, image_size: int, batch_size: int, training: bool,
         ds = ds.shuffle(len(split.paths), seed=seed, reshuffle_each_iteration=True)
     # One decode per usable core from the start: AUTOTUNE starts low and re-tunes on a doubling period, and while
     # the shuffle buffer below fills a whole epoch that halved the first-epoch rate on 2 cores (results/bench).
-    ds = ds.map(lambda path, label, *number: (_decode_resize(path, image_size, ratio, resize_mode, training),
+    ds = ds.map(lambda path, label, *number: (_decode_resize(path, image_size, resize_mode, training),
                                               label, *number),
                 num_parallel_calls=_cores(), deterministic=deterministic)
     if cache == "auto":

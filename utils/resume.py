@@ -12,7 +12,7 @@ from utils.parameters import PARAMETER_DEFAULTS
 from utils.runtime import write_json
 
 # Parameters that may change between a run and its continuation in the same output folder.
-RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir", "time_budget_hours")
+RESUMABLE_CHANGES = ("epochs", "early_stopping", "output_dir", "time_budget_hours", "allow_replica_change")
 
 
 class ResumeNotFoundError(FileNotFoundError):

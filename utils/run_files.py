@@ -6,5 +6,6 @@ METRICS = "metrics.json"  # the run record (params, dataset, metrics): what make
 PARAMS = "params.json"  # the parameters, written before training: what a resume or a rerun is compared with
 MODEL = "model.keras"  # the best checkpoint by validation loss
 HISTORY = "history.csv"  # one row per epoch
+REPLICAS = "replicas.json"  # the replica count training ran on (and earlier counts): a resume compares it
 BACKUP = "backup"  # Keras' BackupAndRestore folder, there while training is unfinished
 THRESHOLD = "threshold.json"  # the validation-chosen decision threshold the analysis writes; utils.predict reads it

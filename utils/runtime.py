@@ -244,3 +244,21 @@ def to_jsonable(value: Any) -> Any:
 def write_json(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Write a JSON record atomically, made JSON-ready by to_jsonable (other objects as their str)."""
     return write_atomic(path, json.dumps(to_jsonable(record), indent=2, default=str) + "\n")
+
+
+def recorded_path(path: str | os.PathLike | None) -> str | None:
+    """A path as a record names it: relative to the repository when it lies inside it (a reader's copy and a moved
+    checkout still find it), else as given."""
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def resolve_recorded_path(path: str | None) -> str | None:
+    """The path a record names (recorded_path), absolute again: a relative one is taken from the repository root."""
+    if not path:
+        return path
+    return path if os.path.isabs(path) else str(REPO_ROOT / path)

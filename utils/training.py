@@ -50,8 +50,13 @@ def compile_model(model: keras.Model, learning_rate: float, steps_per_execution:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with throughput, in the notebook
-    and on the kernel's terminal; after the first epoch this execution runs, the time the rest will take."""
+    """One readable line per epoch (papermill logs cannot show Keras' progress bars) with training throughput, in the
+    notebook and on the kernel's terminal; after the first epoch this execution runs, the time the rest will take.
+
+    images_per_second counts the training steps alone: from the epoch's start to its last training batch. The
+    validation pass after it (Keras' own, or ReplicaValidation's in on_epoch_end, listed before this callback) is
+    timed apart as validation_seconds; epoch_seconds is the whole epoch.
+    """
 
     def __init__(self, epochs: int, train_images: int, on_cpu: bool = False):
         super().__init__()
@@ -59,19 +64,25 @@ class EpochLog(keras.callbacks.Callback):
         self._estimated = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = self._trained = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._trained = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
+        training = max(self._trained - self._start, 1e-9)
         values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        say(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s  {self.train_images / seconds:.1f} img/s")
+        say(f"epoch {epoch + 1}/{self.epochs}  {values}  {seconds:.1f} s ({training:.1f} s training, "
+            f"{seconds - training:.1f} s validation)  {self.train_images / training:.1f} img/s training")
         if not self._estimated and epoch + 1 < self.epochs:
             self._estimated = True
             say(expected_duration(seconds, self.epochs - epoch - 1, self.on_cpu))
         if logs is not None:
             # Same dict the CSV logger writes next, so the history keeps the timing too (it survives a resume).
             logs["epoch_seconds"] = seconds
-            logs["images_per_second"] = self.train_images / seconds
+            logs["validation_seconds"] = seconds - training
+            logs["images_per_second"] = self.train_images / training
 
 
 class ReplicaValidation(keras.callbacks.Callback):
@@ -128,6 +139,43 @@ def average_moving_statistics(model: keras.Model) -> int:
     return averaged
 
 
+def _seed_generators(layer: Any) -> list[Any]:
+    """The keras SeedGenerators of a layer and the layers nested in it (the augmentation's random layers)."""
+    own = list(getattr(layer, "_seed_generators", []))
+    return own + [generator for sub in getattr(layer, "layers", []) for generator in _seed_generators(sub)]
+
+
+def split_seed_streams(model: keras.Model) -> int:
+    """Give each replica's copy of every SeedGenerator in the model a stream of its own; returns the generators split.
+
+    Under a strategy Keras 3 mirrors a SeedGenerator's state: every replica starts from the same state and steps it
+    alike, so both replicas draw the same flips, angles, zooms and contrasts for their halves of the batch
+    (measured: two replicas' augmented outputs of one batch were identical). Replica r > 0 gets the first replica's
+    state with its seed replaced by stream_seed(seed, r), its step count kept; the first replica's stream, the one
+    a single device draws, is left alone, so the draws stay exact for a given seed and replica count.
+    """
+    from utils.augmentation import stream_seed
+
+    strategy = model.distribute_strategy
+    split = 0
+    for generator in _seed_generators(model):
+        copies = strategy.experimental_local_results(getattr(generator.state, "value", generator.state))
+        if len(copies) < 2:
+            continue
+        seed, step = (int(v) for v in np.asarray(copies[0]))
+        for replica, copy in enumerate(copies[1:], start=1):
+            copy.assign(np.array([stream_seed(seed, replica), step], dtype=copy.dtype.as_numpy_dtype))
+        split += 1
+    return split
+
+
+class ReplicaSeedStreams(keras.callbacks.Callback):
+    """split_seed_streams at the start of training, after BackupAndRestore has restored the model."""
+
+    def on_train_begin(self, logs=None):
+        split_seed_streams(self.model)
+
+
 def validation_logs(labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
     """val_loss and val_accuracy of softmax outputs [N, 2], the mean over images of compile_model's loss and metric."""
     labels, outputs = np.asarray(labels, dtype=np.int64), np.asarray(outputs, dtype=np.float64)
@@ -155,8 +203,22 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is not None and value < self.best:
             self.best = float(value)
             tmp = self.path.with_name(f".tmp-{self.path.name}")
-            self.model.save(tmp)
+            save_for_inference(self.model, tmp)
             os.replace(tmp, self.path)
+
+
+def save_for_inference(model: keras.Model, path: str | os.PathLike) -> None:
+    """Save the model (architecture, weights) without its optimizer state: what inference and the analysis load.
+
+    Keras' .keras format ignores include_optimizer, and Adam's two moment buffers triple the file (the demo's
+    checkpoint: 283 MB with them, 95 MB without); the optimizer state a resume needs is in the backup instead.
+    """
+    optimizer = model.optimizer
+    model.optimizer = None
+    try:
+        model.save(path)
+    finally:
+        model.optimizer = optimizer
 
 
 class TimeBudgetReached(Exception):
@@ -212,14 +274,49 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
+class ReplicaChangeError(RuntimeError):
+    """A resume on another number of replicas than the run trained on, without allow_replica_change."""
+
+
+def check_replicas(output_dir: str | os.PathLike, replicas: int, resuming: bool,
+                   allow_replica_change: bool = False) -> dict[str, Any]:
+    """Record the replica count training runs on (run_files.REPLICAS); refuse a resume on another count unless allowed.
+
+    Another count changes the global batch and, through it, the learning rate in the middle of a run. Returns the
+    record: {"replicas": this session's count, "earlier": the counts of earlier sessions that differed}.
+    """
+    path = Path(output_dir) / run_files.REPLICAS
+    try:
+        previous = json.loads(path.read_text()) if resuming else {}
+    except (OSError, ValueError):
+        previous = {}
+    trained_on = previous.get("replicas")
+    earlier = list(previous.get("earlier", []))
+    if trained_on is not None and trained_on != replicas:
+        if not allow_replica_change:
+            raise ReplicaChangeError(
+                f"{output_dir} holds a run trained on {trained_on} replica(s); this session has {replicas}: resuming "
+                f"would change the global batch (batch_size x replicas) and the learning rate mid-run. Resume where "
+                f"it has {trained_on} replica(s), or set allow_replica_change = True to continue on {replicas} (the "
+                f"record then names both counts).")
+        earlier.append(trained_on)
+    record = {"replicas": replicas, "earlier": earlier}
+    from utils.runtime import write_json
+
+    write_json(path, record)
+    return record
+
+
 def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir: str | os.PathLike,
         train_images: int, early_stopping: int = 0, extra_callbacks: list | None = None,
-        time_budget_hours: float | None = None, started: float | None = None) -> pd.DataFrame:
+        time_budget_hours: float | None = None, started: float | None = None,
+        allow_replica_change: bool = False) -> pd.DataFrame:
     """Train with best checkpoint, per-epoch CSV history and resume-after-interruption; returns the history.
 
     The history's attrs say whether training finished ("finished") and why it stopped early ("stopped"): a time
     budget (the time_budget_hours parameter, resolved by resolve_time_budget) counted from `started` (default:
     when the notebook imported this module) ends it after the last epoch that fits, keeping the resume backup.
+    attrs["replicas"] is check_replicas' record: a resume on another replica count stops unless allow_replica_change.
 
     A model built under a strategy of several replicas trains on batches filled up to a multiple of them
     (pipeline.fill_batches: every replica gets an equal share whatever the split's size) and is validated on every image
@@ -232,17 +329,22 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv = output_dir / run_files.BACKUP, output_dir / run_files.HISTORY
     done = read_history(history_csv)
+    replicas = model_replicas(model)
     if not backup_dir.exists() and len(done) >= epochs and (output_dir / run_files.MODEL).exists():
         print(f"training already complete in {output_dir} ({len(done)} epochs); reusing it", flush=True)
-        done.attrs.update(finished=True, stopped=None)
+        try:
+            trained = json.loads((output_dir / run_files.REPLICAS).read_text())
+        except (OSError, ValueError):
+            trained = None  # a run recorded before replicas.json existed
+        done.attrs.update(finished=True, stopped=None, replicas=trained)
         return done
+    trained = check_replicas(output_dir, replicas, backup_dir.exists(), allow_replica_change)
     if not backup_dir.exists():
         # No interrupted run to resume: start the history afresh instead of appending to an old one.
         history_csv.unlink(missing_ok=True)
     else:
         print(f"resuming from {backup_dir}", flush=True)
     validation = []
-    replicas = model_replicas(model)
     if replicas > 1:
         train_ds, validation, val_ds = fill_batches(train_ds, replicas), [ReplicaValidation(val_ds)], None
     import tensorflow as tf
@@ -251,6 +353,7 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     callbacks = [
         *validation,  # first: it fills the logs the others read
         keras.callbacks.BackupAndRestore(str(backup_dir)),
+        *([ReplicaSeedStreams()] if replicas > 1 else []),
         TerminalProgress(train_images),
         EpochLog(epochs, train_images, on_cpu),
         BestCheckpoint(output_dir / run_files.MODEL, history_csv),
@@ -271,7 +374,7 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
         stopped = str(exc)
         print(f"{stopped}; the backup in {backup_dir} lets the next session continue", flush=True)
     history = read_history(history_csv)
-    history.attrs.update(finished=stopped is None, stopped=stopped)
+    history.attrs.update(finished=stopped is None, stopped=stopped, replicas=trained)
     return history
 
 
@@ -340,26 +443,42 @@ def run_record(params: dict[str, Any], index: Any, history: pd.DataFrame, evalua
     (source_metrics); a single-source record is as before.
     """
     speed = history["images_per_second"].dropna() if "images_per_second" in history else pd.Series(dtype=float)
-    dataset = {"name": index.name, "root": index.root, "layout": index.layout, "counts": index.counts(),
-               "skipped": index.skipped, "cached_in_memory": cache}
+    from utils.runtime import recorded_path
+
+    dataset = {"name": index.name, "root": recorded_path(index.root), "layout": index.layout,
+               "counts": index.counts(), "skipped": index.skipped, "cached_in_memory": cache}
     if getattr(index, "sources", None):
-        dataset |= {"sources": index.sources, "holdout_source": index.holdout_source}
+        sources = [{**source, "root": recorded_path(source["root"])} for source in index.sources]
+        dataset |= {"sources": sources, "holdout_source": index.holdout_source}
     return {
         # False when a time budget ended training early: epochs_run says how far it got, backup/ how to go on.
         "finished": bool(history.attrs.get("finished", True)),
         "stopped": history.attrs.get("stopped"),
         **summarize_history(history),
         **evaluations,
+        # Training steps only, validation apart (EpochLog); the first epoch, which traces the step, left out.
         "images_per_second": float(speed.iloc[1:].median() if len(speed) > 1 else speed.median()) if len(speed) else None,
+        "validation_seconds": (round(float(history["validation_seconds"].sum()), 1)
+                               if "validation_seconds" in history else None),
         # Sum of the epochs' times: the training cost even when this execution resumed or reused the run.
         "training_seconds": round(float(history["epoch_seconds"].sum()), 1) if "epoch_seconds" in history else None,
         "wall_time_seconds": round(wall_time, 1),  # this execution only (a reused run: loading and evaluation)
         "dataset": dataset,
         **({"by_source": by_source} if by_source else {}),
         "params": params,
+        # The effective values behind batch_size and learning_rate (None: a reused run recorded before they were).
+        "training": _training_record(params, history.attrs.get("replicas")),
         "seed": params["seed"],
         "environment": environment(),
     }
+
+
+def _training_record(params: dict[str, Any], replicas: dict[str, Any] | None) -> dict[str, Any] | None:
+    """accelerator.training_scale of the run's replica count, with the counts of earlier sessions that differed."""
+    if not replicas:
+        return None
+    scale = accelerator.training_scale(params["batch_size"], params["learning_rate"], replicas["replicas"])
+    return {**scale, "earlier_replicas": replicas.get("earlier", [])}
 
 
 def clean_backup(output_dir: str | os.PathLike) -> None:
