@@ -71,3 +71,10 @@ def test_study_answer_refuses_runs_of_another_plan_or_parameters():
     runs[7].splits["test"] = Split(list(reversed(runs[7].splits["test"].paths)), runs[7].splits["test"].labels)
     with pytest.raises(ValueError, match="not scored on the same images"):
         analysis.study_answer(plan, runs, _table(runs))
+
+
+def test_descriptive_comparison_tests_no_metric_twice():
+    """Without a plan the paired table still leaves recall out: it is accuracy_fake under another name."""
+    plan = study_plan.load_plan(REPO_ROOT / "params" / "study-demo.yaml")
+    table = _table(_runs(plan, gain=0.0)).assign(accuracy_fake=0.8)
+    assert "recall" not in analysis.tested_metrics(table) and "accuracy_fake" in analysis.tested_metrics(table)
