@@ -139,7 +139,7 @@ def resolve_plan(raw: Mapping[str, Any], source: str, root: str | os.PathLike) -
         values = yaml.safe_load(preset.read_text()) or {}
         plan[key] = {**values, **changes}
     plan["training"] = {k: v for k, v in plan["training"].items() if k not in ("alpha", "seed")}
-    plan["analysis"] = {k: v for k, v in plan["analysis"].items() if k not in ("run_dirs", "output_dir")}
+    plan["analysis"] = {k: v for k, v in plan["analysis"].items() if k != "run_dirs"}
     plan = validate_plan(plan, source)
     return {**plan, "hash": plan_hash(plan)}
 
