@@ -3,6 +3,7 @@ shared test images per seed pair, the verdict, and the secondary family alone un
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,8 +25,11 @@ def _runs(plan: dict, gain: float) -> list[analysis.Run]:
             right = np.clip(0.7 + rng.normal(0, 0.05) + rng.normal(0, 0.05, 40) + (gain if alpha else 0), 0.01, 0.99)
             p = np.where(y == 1, right, 1 - right)
             params = {**study_plan.run_parameters(plan, alpha, seed), "output_dir": f"runs/{alpha}/{seed}"}
-            runs.append(analysis.Run(f"alpha-{alpha:g}-seed-{seed}", Path("."), {"params": params}, None, None, "test",
-                                     {"test": Split(paths, list(y))}, y={"test": y}, p={"test": p}))
+            root = f"/mount-{alpha:g}-{seed}/faces"  # each run's own mount of the same dataset, as on Kaggle
+            runs.append(analysis.Run(f"alpha-{alpha:g}-seed-{seed}", Path("."), {"params": params}, None,
+                                     SimpleNamespace(root=root), "test",
+                                     {"test": Split([f"{root}/{path}" for path in paths], list(y))}, y={"test": y},
+                                     p={"test": p}))
     return runs
 
 

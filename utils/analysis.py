@@ -596,6 +596,13 @@ def paired_alpha_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ the study plan
 
+def _images(run: Run) -> list[tuple[str, int]]:
+    """The report split's images as (path relative to the dataset root, label): the same images read from two mounts
+    of one dataset compare equal."""
+    split = run.splits[run.report_split]
+    return [(os.path.relpath(path, run.index.root), int(label)) for path, label in zip(split.paths, split.labels)]
+
+
 def _primary_losses(plan: Mapping[str, Any], runs: Sequence[Run]) -> tuple[list[int], dict[int, tuple], list[str]]:
     """Per seed pair of the plan: the per-image losses of (ReLU, LeakyReLU) on their shared report images; and the
     planned runs that are missing."""
@@ -613,8 +620,7 @@ def _primary_losses(plan: Mapping[str, Any], runs: Sequence[Run]) -> tuple[list[
         if (base, seed) not in by_key or (treated, seed) not in by_key:
             continue
         relu, leaky = by_key[(base, seed)], by_key[(treated, seed)]
-        if relu.report_split != leaky.report_split or \
-                relu.splits[relu.report_split].paths != leaky.splits[leaky.report_split].paths:
+        if relu.report_split != leaky.report_split or _images(relu) != _images(leaky):
             raise ValueError(f"runs {relu.name} and {leaky.name} (seed {seed}) were not scored on the same images: "
                              "the per-image paired tests need them")
         split = relu.report_split
