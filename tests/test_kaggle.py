@@ -302,26 +302,50 @@ TINY_ANALYSIS = ["-a", "robustness", json.dumps({"jpeg_quality": [100, 30]}), "-
                  "-a", "per_run_figures", "all"]
 
 
-def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
-    """`sweep notebooks/train.ipynb --alphas 0 0.2 --analyze`, mounted as Kaggle does in 2026: both trainings run
-    (as on T4 x2: two replicas) and are pulled with the report each kernel rendered; then analyze.ipynb runs on Kaggle
-    with both kernels' outputs attached, finds each run under notebooks/<owner>/<slug>/, and its own report (figures,
-    the paired alpha table) comes back. An expired token on a status poll is re-authenticated once."""
+TINY_PLAN_TRAINING = {"epochs": 1, "image_size": 32, "batch_size": 4, "rotation": 0.0, "zoom": 0.0,
+                      "output_dir": "run"}
+TINY_PLAN_ANALYSIS = {"robustness": {"jpeg_quality": [100, 30]}, "robustness_images": 2, "gradcam_samples": 1,
+                      "bootstrap_resamples": 100, "baseline_train_images": 4, "per_run_figures": "first-per-alpha"}
+
+
+def tiny_plan(tmp_path: Path, seeds: list[int]) -> Path:
+    """params/study-alpha.yaml with these seeds, a 1-epoch 32 px training and a small analysis."""
+    import yaml
+
+    plan = yaml.safe_load((REPO_ROOT / "params" / "study-alpha.yaml").read_text())
+    plan["seeds"] = seeds
+    plan["training"]["parameters"] = TINY_PLAN_TRAINING
+    plan["analysis"]["parameters"] = TINY_PLAN_ANALYSIS
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def test_plan_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
+    """`sweep --plan`, mounted as Kaggle does in 2026: the plan's slopes x seeds run (as on T4 x2: two replicas, two
+    sessions at once) with its hash and are pulled with the report each kernel rendered; then analyze.ipynb runs on
+    Kaggle with their outputs attached and the plan given, and its report (the verdict, figures) comes back. An expired
+    token on a status poll is re-authenticated once."""
+    from utils import study_plan, study_tests
+
     build, results = tmp_path / "build", tmp_path / "results"
-    # Calls 0-4: the status of both variants (never pushed), the quota for those two, both pushes; 5: the first poll.
-    stand_in.unauthorized_calls = {5}
-    code, out, err = run_cli(["sweep", str(REPO_ROOT / "notebooks" / "train.ipynb"), "--alphas", "0", "0.2",
-                              "--slug", "faces", "--analyze", *TINY_TRAIN, *TINY_ANALYSIS, "--poll", "0.2",
-                              "--poll-max", "1", "--build-dir", str(build), "--results-dir", str(results)], capsys)
+    path = tiny_plan(tmp_path, [1, 2])
+    plan = study_plan.load_plan(path)
+    # Calls 0-6: the status of the 4 variants (never pushed), the quota, the first two pushes; 7: the first poll.
+    stand_in.unauthorized_calls = {7}
+    code, out, err = run_cli(["sweep", "--plan", str(path), "--slug", "faces", "--poll", "0.2", "--poll-max", "1",
+                              "--build-dir", str(build), "--results-dir", str(results)], capsys)
     assert code == 0, err + out[-3000:]
     assert "re-authenticating once" in err
+    assert "2 slopes x 2 seeds = 4 runs" in out and "power: with 2 seed pairs" in out
 
-    assert [c["method"] for c in stand_in.calls[:5]] == ["GetKernelSessionStatus", "GetKernelSessionStatus",
-                                                         "GetAcceleratorQuotaStatistics", "SaveKernel", "SaveKernel"]
-    assert stand_in.calls[5]["code"] == 401 and stand_in.calls[5]["method"] == "GetKernelSessionStatus"
+    assert [c["method"] for c in stand_in.calls[:7]] == ["GetKernelSessionStatus"] * 4 + [
+        "GetAcceleratorQuotaStatistics", "SaveKernel", "SaveKernel"]
+    assert stand_in.calls[7]["code"] == 401 and stand_in.calls[7]["method"] == "GetKernelSessionStatus"
+    assert stand_in.max_active <= 2
     pushes = stand_in.method_calls("SaveKernel")
-    assert [p["body"]["slug"] for p in pushes] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2",
-                                                   "tester/faces-analysis"]
+    slugs = [f"faces-alpha-{a}-seed-{s}" for a in ("0", "0-2") for s in (1, 2)]
+    assert [p["body"]["slug"] for p in pushes] == [f"tester/{slug}" for slug in [*slugs, "faces-analysis"]]
     for push in pushes:
         sent = push["body"]
         assert len(sent["newTitle"]) <= TITLE_MAX and slugify(sent["newTitle"]) == sent["slug"].split("/")[1]
@@ -329,21 +353,21 @@ def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
         assert sent["datasetDataSources"] == ["xhlulu/140k-real-and-fake-faces"]
         assert base64.b64decode(push["auth"].split()[1]).decode() == f"{USER}:{SECRET}"
     assert not pushes[0]["body"].get("kernelDataSources")
-    assert pushes[2]["body"]["kernelDataSources"] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2"]
+    assert pushes[4]["body"]["kernelDataSources"] == [f"tester/{slug}" for slug in slugs]
 
-    for slug, alpha in (("faces-alpha-0", 0.0), ("faces-alpha-0-2", 0.2)):
+    for slug, (alpha, seed) in zip(slugs, [(a, s) for a in (0.0, 0.2) for s in (1, 2)]):
         dest = results / slug
         run = dest / "run"
         assert not (dest / EXECUTED_NOTEBOOK).exists() and (dest / f"{slug}.log").is_file()
         metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["finished"] is True and metrics["epochs_run"] == 1 and metrics["params"]["alpha"] == alpha
-        assert metrics["params"]["time_budget_hours"] is None and (run / "model.keras").is_file()
+        assert metrics["finished"] is True and metrics["epochs_run"] == 1
+        assert (metrics["params"]["alpha"], metrics["params"]["seed"]) == (alpha, seed)
+        assert metrics["params"]["plan_hash"] == plan["hash"] and metrics["params"]["time_budget_hours"] is None
         assert metrics["dataset"]["root"].startswith("/") and "/datasets/xhlulu/140k-real-and-fake-faces" in \
             metrics["dataset"]["root"]
-        assert "2 replica(s)" in (dest / f"{slug}.log").read_text()
+        assert "2 replica(s)" in (dest / f"{slug}.log").read_text() and (run / "model.keras").is_file()
         assert json.loads((dest / BUILD_RECORD).read_text())["slug"] == slug
         pngs = sorted(run.glob("*.png"))
-        assert {p.name for p in pngs} == {"training_curves.png", "confusion_matrix.png"}
         report = (dest / f"{slug}.html").read_text()
         assert report == (run / "train.html").read_text() and count_images(report) == len(pngs)
         assert "LeakyReLU" in report and "Traceback" not in report
@@ -355,14 +379,53 @@ def test_sweep_and_its_analysis_on_kaggle(stand_in, tmp_path, capsys):
     assert f"(nbconvert {nbconvert.__version__})" in log  # the kernel's own renderer made the report, no fallback
     analysis = dest / "analysis"
     record = json.loads((analysis / "analysis.json").read_text())
-    assert record["params"]["run_dirs"] == ["tester/faces-alpha-0", "tester/faces-alpha-0-2"]
-    assert sorted(row["alpha"] for row in record["alpha_table"]) == [0.0, 0.2]
-    assert record["alpha_comparison"]["paired"] is not None
+    assert record["params"]["run_dirs"] == [f"tester/{slug}" for slug in slugs]
+    study = record["study"]
+    assert study["plan"]["hash"] == plan["hash"] and study["n_pairs"] == 2 and not study["missing_runs"]
+    assert study["verdict"] in study_tests.VERDICTS
     report = (dest / "faces-analysis.html").read_text()
     assert report == (analysis / "analyze.html").read_text()
     assert count_images(report) == len(list(analysis.rglob("*.png"))) > 0
-    assert "paired" in report.lower() and "Traceback" not in report
+    assert f"VERDICT: {study['verdict']}" in report and "Traceback" not in report
     assert SECRET not in out + err + report
+
+
+def test_plan_sweep_says_its_cost_before_pushing_and_continues_next_week(stand_in, tmp_path, capsys):
+    """Before any push a plan says its runs, hours per run (an estimate: none ran), weeks of quota and the difference
+    it can detect; a quota refusal stops it with what is left, for the same command next week."""
+    stand_in.quota_pushes = 0
+    code, out, err = run_cli(["sweep", "--plan", str(tiny_plan(tmp_path, [1, 2])), "--poll", "0.2", "--poll-max",
+                              "0.5", "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == EXIT_ERROR and not stand_in.kernels  # nothing ran
+    assert "4 runs, 8.00 h per run (estimated, not measured), 32.0 h in all" in out
+    assert "1.1 weeks of a 30 GPU h weekly quota" in out and "power: with 2 seed pairs and 20000 test images" in out
+    assert "run the same command next week" in out
+    assert QUOTA_ERROR in err and "left: alpha-study-alpha-0-seed-1" in err
+    code, out, err = run_cli(["sweep", "--plan", str(tmp_path / "plan.yaml"), "-p", "epochs", "2"], capsys)
+    assert code == EXIT_ERROR and "--plan fixes the slopes, seeds and parameters: drop -p" in err
+
+
+def test_plan_analysis_refuses_a_run_of_another_plan(stand_in, tmp_path, capsys):
+    """Runs that finished before (pulled, not pushed again): one of them recorded another plan's hash, so the analysis
+    is refused before it is pushed, naming the run; the others' training time is the measured cost per run."""
+    from utils import study_plan
+
+    path = tiny_plan(tmp_path, [1, 2])
+    plan = study_plan.load_plan(path)
+    for alpha, a in ((0.0, "0"), (0.2, "0-2")):
+        for seed in (1, 2):
+            params = {**study_plan.run_parameters(plan, alpha, seed), "output_dir": "run"}
+            if (a, seed) == ("0-2", 2):
+                params["plan_hash"] = "0123456789ab"
+            stand_in.add_version(f"tester/alpha-study-alpha-{a}-seed-{seed}", "COMPLETE", {
+                "run/metrics.json": json.dumps({"finished": True, "training_seconds": 2 * 3600, "params": params})})
+    code, out, err = run_cli(["sweep", "--plan", str(path), "--poll", "0.2", "--build-dir", str(tmp_path / "b"),
+                              "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == EXIT_ERROR and not stand_in.method_calls("SaveKernel")
+    assert out.count("finished before; not pushed again") == 4
+    assert "2.00 h per run (measured from a finished run of this plan)" in out
+    assert ("the analysis refuses the sweep's runs: run alpha-study-alpha-0-2-seed-2 belongs to another plan: its "
+            f"plan_hash is '0123456789ab', the plan 'alpha-study' has '{plan['hash']}'") in err
 
 
 def test_explore_comes_back_with_its_own_report(stand_in, tmp_path, capsys):

@@ -1,5 +1,7 @@
-"""tools.sweep: two tiny alphas through train.ipynb (one trained, one reused), then analyze.ipynb over both."""
+"""tools.sweep: a study plan's slopes x seeds through train.ipynb (tiny), then analyze.ipynb answering the plan; the
+alpha sweep's plumbing."""
 import json
+from pathlib import Path
 
 import pytest
 from conftest import TINY_TRAIN_PARAMS, assert_report_shows_figures
@@ -42,33 +44,72 @@ def test_bad_alphas_are_refused(alphas, message, tmp_path):
         sweep(alphas, {}, tmp_path)
 
 
-def test_tiny_sweep_trains_each_alpha_and_compares_them(tiny_dataset, tiny_run, tmp_path):
-    """alpha 0 is trained (1 epoch); alpha 0.2 reuses a copy of the tiny run, as the sweep reuses finished runs."""
-    import shutil
+def _tiny_plan(tmp_path: Path, training: dict, seeds: list[int], analysis: dict | None = None) -> Path:
+    """A plan file with the demo plan's design, these seeds and a training preset of these parameters."""
+    import yaml
 
+    preset = tmp_path / "tiny-preset.yaml"
+    preset.write_text(yaml.safe_dump(training))
+    plan = yaml.safe_load((Path(__file__).resolve().parent.parent / "params" / "study-demo.yaml").read_text())
+    plan.update(name="tiny-plan", seeds=seeds, training={"preset": str(preset), "parameters": {}})
+    plan["analysis"]["parameters"] = {**plan["analysis"]["parameters"], **(analysis or {})}
+    path = tmp_path / "tiny-plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def test_plan_runs_its_slopes_times_seeds_after_saying_its_cost(monkeypatch, tmp_path, capsys):
+    """The plumbing only (notebook runs recorded, not executed): the cost and power lines first, then each slope x
+    seed with the plan's parameters and hash into alpha-<a>/seed-<s>, then the analysis given the plan."""
     from tools import sweep
+    from utils import study_plan
 
-    shutil.copytree(tiny_run, tmp_path / "alpha-0.2")
-    model_time = (tmp_path / "alpha-0.2" / "model.keras").stat().st_mtime_ns
-    params = {**TINY_TRAIN_PARAMS, "epochs": 1, "data_dir": str(tiny_dataset), "output_dir": "ignored"}
-    code = sweep.sweep_cli(["--alphas", "0", "0.2", "--output-root", str(tmp_path),
-                            *[x for k, v in params.items() for x in ("-p", k, json.dumps(v))],
-                            "-a", "robustness", json.dumps({"jpeg_quality": [100, 30]}), "-a", "robustness_images", "2",
-                            "-a", "gradcam_samples", "1"])
-    assert code == 0
-    trained = json.loads((tmp_path / "alpha-0" / "metrics.json").read_text())
-    assert trained["params"]["alpha"] == 0.0 and trained["epochs_run"] == 1
-    reused = json.loads((tmp_path / "alpha-0.2" / "metrics.json").read_text())
-    assert reused["params"]["alpha"] == 0.2 and reused["epochs_run"] == TINY_TRAIN_PARAMS["epochs"]
-    assert (tmp_path / "alpha-0.2" / "model.keras").stat().st_mtime_ns == model_time  # not retrained
-    record = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
-    table = record["alpha_table"]
-    assert [row["alpha"] for row in table] == [0.0, 0.2] and [row["baseline"] for row in table] == [True, False]
-    by_alpha = record["alpha_summary"]
-    assert [(row["alpha"], row["runs"]) for row in by_alpha] == [(0.0, 1), (0.2, 1)]
-    assert by_alpha[1]["accuracy"] == table[1]["accuracy"] and by_alpha[1]["accuracy_std"] is None  # one seed
-    assert (tmp_path / "analysis" / "alpha.png").is_file() and (tmp_path / "analysis" / "analyze.html").is_file()
-    analysis_dir = tmp_path / "analysis"
+    calls = []
+    monkeypatch.setattr(sweep, "run_notebook", lambda notebook, params: calls.append((notebook.name, params)) or
+                        print(f"ran {notebook.name}"))
+    path = _tiny_plan(tmp_path, {"epochs": 3, "image_size": 32, "output_dir": "ignored"}, [1, 2])
+    assert sweep.sweep_cli(["--plan", str(path), "--output-root", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    plan = study_plan.load_plan(path)
+    assert out.index("2 slopes x 2 seeds = 4 runs") < out.index("power: with 2 seed pairs") < out.index("ran train")
+    trained = [(p["alpha"], p["seed"], p["output_dir"], p["epochs"], p["plan_hash"]) for n, p in calls
+               if n == "train.ipynb"]
+    root = (tmp_path / "out").as_posix()
+    assert trained == [(a, s, f"{root}/alpha-{a:g}/seed-{s}", 3, plan["hash"]) for a in (0.0, 0.2) for s in (1, 2)]
+    (_, analysis_params), = [c for c in calls if c[0] == "analyze.ipynb"]
+    assert analysis_params["plan"] == plan and analysis_params["run_dirs"] == [t[2] for t in trained]
+    assert analysis_params["per_run_figures"] == "first-per-alpha" and analysis_params["extra_data_dirs"] == []
+    with pytest.raises(SystemExit):
+        sweep.sweep_cli(["--plan", str(path), "--seeds", "3"])
+    assert "--plan fixes the slopes, seeds and parameters: drop --seeds" in capsys.readouterr().err
+
+
+def test_tiny_plan_trains_each_slope_and_seed_and_answers_it(tiny_dataset, tmp_path):
+    """`python -m tools.sweep --plan`: 2 slopes x 2 seeds trained (1 epoch), then the analysis answers in the plan's
+    words: the primary endpoint's tests and one of the four verdicts, the plan and its hash in the record."""
+    from tools import sweep
+    from utils import study_plan, study_tests
+
+    training = {**TINY_TRAIN_PARAMS, "epochs": 1, "data_dir": str(tiny_dataset)}
+    training = {k: v for k, v in training.items() if k not in ("alpha", "seed")}
+    path = _tiny_plan(tmp_path, training, [1, 2], {"robustness": {"jpeg_quality": [100, 30]}, "robustness_images": 2,
+                                                   "gradcam_samples": 1, "bootstrap_resamples": 100,
+                                                   "baseline_train_images": 4})
+    assert sweep.sweep_cli(["--plan", str(path), "--output-root", str(tmp_path / "out")]) == 0
+    plan = study_plan.load_plan(path)
+    for alpha in ("0", "0.2"):
+        for seed in (1, 2):
+            record = json.loads((tmp_path / "out" / f"alpha-{alpha}" / f"seed-{seed}" / "metrics.json").read_text())
+            assert record["params"]["plan_hash"] == plan["hash"] and record["params"]["seed"] == seed
+            assert record["params"]["alpha"] == float(alpha) and record["epochs_run"] == 1
+    analysis_dir = tmp_path / "out" / "analysis"
+    record = json.loads((analysis_dir / "analysis.json").read_text())
+    study = record["study"]
+    assert study["plan"]["hash"] == plan["hash"] and study["n_pairs"] == 2
+    assert study["verdict"] in study_tests.VERDICTS and study["t_test"]["n_pairs"] == 2
+    assert [row["metric"] for row in study["secondary"]] == plan["secondary"]
+    report = (analysis_dir / "analyze.html").read_text()
+    assert f"VERDICT: {study['verdict']}" in report and "Exploratory" in report
     assert_report_shows_figures(analysis_dir / "analyze.ipynb", analysis_dir / "analyze.html",
                                 sorted(analysis_dir.rglob("*.png")))
 

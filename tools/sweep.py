@@ -1,7 +1,10 @@
-"""Alpha sweep: train the same protocol for several LeakyReLU slopes, then analyse all runs together."""
+"""Alpha sweep: train the same protocol for several LeakyReLU slopes (or a study plan's slopes x seeds), then analyse
+all runs together."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import sys
 import time
@@ -16,6 +19,7 @@ from tools.notebook import (
     parse_value,
     run_notebook,
 )
+from utils import run_files, study_plan
 
 DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
 SWEEP_ROOT = "runs/sweep"  # the committed reference sweep: --output-root results/sweep
@@ -75,10 +79,33 @@ def sweep(alphas: Sequence[float] = DEFAULT_ALPHAS, params: dict[str, Any] | Non
     return {"run_dirs": run_dirs, "analysis_dir": str(analysis_dir) if analyze else None}
 
 
+def plan_root(plan: dict[str, Any]) -> Path:
+    """Where a plan's runs go by default: runs/<plan name>."""
+    return Path("runs") / plan["name"]
+
+
+def plan_sweep(plan: dict[str, Any], output_root: str | Path | None = None, analyze: bool = True) -> dict[str, Any]:
+    """A study plan from runs to answer: say its cost and detectable difference, then sweep its slopes x seeds with
+    its parameters and hash, and analyse them against it. Finished runs are reused, so the same command continues."""
+    root = Path(output_root) if output_root is not None else plan_root(plan)
+    records = []
+    for metrics in root.glob(f"alpha-*/seed-*/{run_files.METRICS}"):
+        with contextlib.suppress(OSError, ValueError):
+            records.append(json.loads(metrics.read_text()))
+    for line in study_plan.cost_lines(plan, study_plan.measured_hours(plan, records)):
+        print(f"[sweep] {line}", flush=True)
+    params = {**plan["training"], "plan_hash": plan["hash"]}
+    return sweep(plan["slopes"], params, root, {**plan["analysis"], "plan": plan}, analyze, seeds=plan["seeds"])
+
+
 def sweep_cli(argv: list[str] | None = None) -> int:
-    """Command line: python -m tools.sweep [--alphas A ...] [--seeds S ...] [-f PARAMS.yaml] [-p NAME VALUE ...]."""
+    """Command line: python -m tools.sweep --plan PLAN.yaml | [--alphas A ...] [--seeds S ...] [-f PARAMS.yaml]
+    [-p NAME VALUE ...]."""
     parser = argparse.ArgumentParser(prog="python -m tools.sweep", description=sweep_cli.__doc__)
-    parser.add_argument("--alphas", nargs="+", type=float, default=list(DEFAULT_ALPHAS),
+    parser.add_argument("--plan", help="a study plan (e.g. params/study-demo.yaml): its slopes x seeds with its "
+                                       "parameters, then the analysis that answers it; alone, or with --output-root "
+                                       "(default runs/<plan name>) and --no-analysis")
+    parser.add_argument("--alphas", nargs="+", type=float, default=None,
                         help=f"LeakyReLU slopes to train (default {' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="train every alpha once per seed (default: once, with the parameters' seed)")
@@ -88,19 +115,33 @@ def sweep_cli(argv: list[str] | None = None) -> int:
                              "by the sweep)")
     parser.add_argument("-a", "--analysis-parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="one parameter of notebooks/analyze.ipynb (e.g. -a robustness_images 50); repeatable")
-    parser.add_argument("--output-root", default=SWEEP_ROOT,
-                        help=f"folder of the run folders alpha-<a> and of analysis/ (default {SWEEP_ROOT})")
+    parser.add_argument("--output-root", default=None,
+                        help=f"folder of the run folders alpha-<a> and of analysis/ (default {SWEEP_ROOT}; with "
+                             "--plan runs/<plan name>)")
     parser.add_argument("--no-analysis", action="store_true", help="train only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = load_params(args.parameters_file)
-    params.update({name: parse_value(value) for name, value in args.parameter})
-    analysis_params = {name: parse_value(value) for name, value in args.analysis_parameter}
-    try:
-        result = sweep(args.alphas, params, args.output_root, analysis_params, analyze=not args.no_analysis,
-                       seeds=args.seeds)
-    except ValueError as error:
-        parser.error(str(error))
+    if args.plan:
+        # The plan fixes every parameter: anything given beside it would make runs that differ from the plan.
+        beside = [flag for flag, given in (("--alphas", args.alphas), ("--seeds", args.seeds),
+                                           ("-f", args.parameters_file), ("-p", args.parameter),
+                                           ("-a", args.analysis_parameter)) if given]
+        if beside:
+            parser.error(f"--plan fixes the slopes, seeds and parameters: drop {', '.join(beside)} (change the plan "
+                         "file instead; a changed plan has a new hash)")
+        try:
+            result = plan_sweep(study_plan.load_plan(args.plan), args.output_root, analyze=not args.no_analysis)
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
+    else:
+        params = load_params(args.parameters_file)
+        params.update({name: parse_value(value) for name, value in args.parameter})
+        analysis_params = {name: parse_value(value) for name, value in args.analysis_parameter}
+        try:
+            result = sweep(args.alphas or DEFAULT_ALPHAS, params, args.output_root or SWEEP_ROOT, analysis_params,
+                           analyze=not args.no_analysis, seeds=args.seeds)
+        except ValueError as error:
+            parser.error(str(error))
     print(f"[sweep] runs: {' '.join(result['run_dirs'])}", flush=True)
     if result["analysis_dir"]:
         print(f"[sweep] analysis: {result['analysis_dir']}/analysis.json and analyze.html", flush=True)

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from utils import comparison, data, evaluation, metrics, pipeline, plots, probes, run_files
+from utils import comparison, data, evaluation, metrics, pipeline, plots, probes, run_files, study_plan, study_tests
 from utils.data import CLASS_NAMES, Split, cap_split
 from utils.runtime import recorded_path, resolve_recorded_path, to_jsonable, write_json
 
@@ -558,8 +558,9 @@ def summary_row(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
 
 def tested_metrics(df: pd.DataFrame) -> list[str]:
     """The alpha table's columns compared across alphas: numeric held-out results, not the validation columns."""
-    return [c for c in df.columns if c not in ("alpha", "baseline", "seed") and not c.startswith("val_")
-            and pd.api.types.is_numeric_dtype(df[c])]
+    # recall (of the fake class) is accuracy_fake: tested once, so Holm's family holds no number twice.
+    return [c for c in df.columns if c not in ("alpha", "baseline", "seed", *study_plan.SAME_NUMBER)
+            and not c.startswith("val_") and pd.api.types.is_numeric_dtype(df[c])]
 
 
 def alpha_comparison(df: pd.DataFrame, baseline_alpha: float = 0.0) -> dict[str, Any]:
@@ -591,6 +592,113 @@ def paired_alpha_frame(paired: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
                          "difference [95% CI]": paired.apply(comparison.format_difference, axis=1, digits=digits),
                          "p (sign-flip)": paired["p_value"].round(3), "min attainable p": paired["min_p"].round(3),
                          "p (Holm)": paired["p_holm"].round(3)})
+
+
+# ------------------------------------------------------------------------------------------------ the study plan
+
+def _images(run: Run) -> list[tuple[str, int]]:
+    """The report split's images as (path relative to the dataset root, label): the same images read from two mounts
+    of one dataset compare equal."""
+    split = run.splits[run.report_split]
+    return [(os.path.relpath(path, run.index.root), int(label)) for path, label in zip(split.paths, split.labels)]
+
+
+def _primary_losses(plan: Mapping[str, Any], runs: Sequence[Run]) -> tuple[list[int], dict[int, tuple], list[str]]:
+    """Per seed pair of the plan: the per-image losses of (ReLU, LeakyReLU) on their shared report images; and the
+    planned runs that are missing."""
+    base, treated = plan["slopes"]
+    by_key: dict[tuple[float, int], Run] = {}
+    for run in runs:
+        key = (float(run.params["alpha"]), int(run.params["seed"]))
+        if key in by_key:
+            raise ValueError(f"runs {by_key[key].name} and {run.name} are both alpha {key[0]:g}, seed {key[1]}: "
+                             "a plan has one run per slope and seed")
+        by_key[key] = run
+    missing = [f"alpha {a:g} seed {s}" for a in (base, treated) for s in plan["seeds"] if (a, s) not in by_key]
+    seeds, losses = [], {}
+    for seed in plan["seeds"]:
+        if (base, seed) not in by_key or (treated, seed) not in by_key:
+            continue
+        relu, leaky = by_key[(base, seed)], by_key[(treated, seed)]
+        if relu.report_split != leaky.report_split or _images(relu) != _images(leaky):
+            raise ValueError(f"runs {relu.name} and {leaky.name} (seed {seed}) were not scored on the same images: "
+                             "the per-image paired tests need them")
+        split = relu.report_split
+        losses[seed] = (study_tests.per_image_log_loss(relu.y[split], relu.p[split]),
+                        study_tests.per_image_log_loss(leaky.y[split], leaky.p[split]))
+        seeds.append(seed)
+    return seeds, losses, missing
+
+
+def study_answer(plan: Mapping[str, Any], runs: Sequence[Run], df: pd.DataFrame) -> dict[str, Any]:
+    """The plan's answer: its runs checked against it (refused with the run and parameter), the primary endpoint's
+    tests (per seed pair, hierarchical bootstrap, paired t-test, sign-flip, TOST) and verdict, and the secondary
+    metrics, Holm-corrected over the plan's family only (exploratory)."""
+    plan = study_plan.checked_plan(plan)
+    study_plan.check_runs(plan, {run.name: run.params for run in runs})
+    primary = plan["primary"]
+    level, resamples = 1 - primary["significance_level"], primary["bootstrap_resamples"]
+    seeds, losses, missing = _primary_losses(plan, runs)
+    per_pair = [{"seed": seed, **study_tests.paired_bootstrap(losses[seed][1] - losses[seed][0], resamples, level,
+                                                              seed=seed)} for seed in seeds]
+    relu = np.array([losses[seed][0].mean() for seed in seeds])
+    leaky = np.array([losses[seed][1].mean() for seed in seeds])
+    answer: dict[str, Any] = {
+        "plan": plan, "metric": primary["metric"], "split": runs[0].report_split if runs else None,
+        "n_pairs": len(seeds), "planned_pairs": len(plan["seeds"]), "missing_runs": missing,
+        "relu_mean": float(relu.mean()) if len(seeds) else None,
+        "leaky_mean": float(leaky.mean()) if len(seeds) else None, "per_pair": per_pair,
+        "t_test": None, "tost": None, "sign_flip": None, "hierarchical_bootstrap": None}
+    if len(seeds) >= 2:
+        answer["t_test"] = study_tests.seed_t_test(leaky, relu, level)
+        answer["tost"] = study_tests.tost(leaky, relu, primary["margin"], level)
+        answer["sign_flip"] = comparison.sign_flip_test(leaky, relu)
+        answer["hierarchical_bootstrap"] = study_tests.hierarchical_bootstrap(
+            [losses[seed][1] - losses[seed][0] for seed in seeds], resamples, level)
+        answer["verdict"], answer["why"] = study_tests.verdict(
+            answer["t_test"], answer["tost"], study_plan.PRIMARY_METRICS[primary["metric"]],
+            primary["significance_level"])
+    else:
+        answer["verdict"], answer["why"] = "inconclusive", f"{len(seeds)} seed pair(s): the t-test needs two or more"
+    if missing:
+        answer["why"] += (f"; only {len(seeds)} of the plan's {len(plan['seeds'])} seed pairs finished "
+                          f"(missing: {', '.join(missing)})")
+    planned = df[df["alpha"].isin(plan["slopes"])]
+    answer["secondary"] = comparison.paired_alpha_table(planned, plan["secondary"], plan["slopes"][0], level=level)
+    return answer
+
+
+def study_heading(answer: Mapping[str, Any]) -> str:
+    """The plan's question, its endpoint and the verdict with why, as the report's first lines of the comparison."""
+    plan, primary = answer["plan"], answer["plan"]["primary"]
+    means = (f"; mean test {answer['metric']} ReLU {answer['relu_mean']:.4f}, LeakyReLU {answer['leaky_mean']:.4f}"
+             if answer["n_pairs"] else "")
+    return (f"{plan['question']}\nplan {plan['name']} ({plan['hash']}): primary endpoint test {answer['metric']} "
+            f"({'lower' if study_plan.PRIMARY_METRICS[answer['metric']] else 'higher'} is better), "
+            f"LeakyReLU minus ReLU over {answer['n_pairs']} seed pair(s){means}; level "
+            f"{primary['significance_level']:g}, equivalence margin ±{primary['margin']:g}\n"
+            f"VERDICT: {answer['verdict']} ({answer['why']})")
+
+
+def study_frames(answer: Mapping[str, Any], digits: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The primary endpoint's tests as a table (LeakyReLU minus ReLU), and its per-seed-pair paired bootstraps."""
+    def text(result: Mapping[str, Any] | None, mean: float | None = None) -> str | None:
+        return comparison.format_difference({**result, "mean_diff": result.get("mean_diff", mean)}, digits) \
+            if result else None
+
+    t, eq, hier, sign = (answer.get(k) for k in ("t_test", "tost", "hierarchical_bootstrap", "sign_flip"))
+    primary = answer["plan"]["primary"]
+    level = 1 - primary["significance_level"]
+    rows = [(f"paired t-test over seeds (primary), {level:.0%} t interval", text(t), t),
+            (f"TOST against ±{primary['margin']:g} (equivalence), {1 - 2 * primary['significance_level']:.0%} "
+             "t interval", text(eq, t and t["mean_diff"]), eq),
+            ("sign-flip over seeds (exact)", None, sign),
+            (f"hierarchical bootstrap, seeds then images, {level:.0%} percentile interval", text(hier), hier)]
+    table = pd.DataFrame([{"test": name, "pairs": answer["n_pairs"], "difference [CI]": diff,
+                           "p": round(result["p_value"], 4) if result else None} for name, diff, result in rows])
+    pairs = pd.DataFrame([{"seed": r["seed"], "images": r["n_images"], "difference [CI]": text(r),
+                           "p (paired bootstrap over images)": round(r["p_value"], 4)} for r in answer["per_pair"]])
+    return table, pairs
 
 
 def run_summary(run: Run, held: dict, robustness_table: pd.DataFrame | None, gradcam: dict,

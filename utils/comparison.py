@@ -44,7 +44,9 @@ def alpha_summary(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.
 
 
 def holm(p_values: Sequence[float | None]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control); None/NaN entries stay NaN and do not count."""
+    """Holm's step-down adjusted p-values (statsmodels' multipletests); None/NaN entries stay NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.array([np.nan if v is None else float(v) for v in p_values], dtype=np.float64)
     adjusted = np.full(len(p), np.nan)
     tested = np.flatnonzero(np.isfinite(p))
@@ -52,11 +54,7 @@ def holm(p_values: Sequence[float | None]) -> np.ndarray:
         return adjusted
     if ((p[tested] < 0) | (p[tested] > 1)).any():
         raise ValueError("p_values must lie in [0, 1]")
-    order = tested[np.argsort(p[tested], kind="stable")]
-    m = len(order)
-    # The k-th smallest p is multiplied by (m - k); the running maximum keeps the adjusted values monotone.
-    steps = np.minimum(1.0, (m - np.arange(m)) * p[order])
-    adjusted[order] = np.maximum.accumulate(steps)
+    adjusted[tested] = multipletests(p[tested], method="holm")[1]
     return adjusted
 
 
@@ -93,8 +91,11 @@ def t_interval(diffs: Any, level: float = CI_LEVEL) -> tuple[float, float]:
     diffs = np.asarray(diffs, dtype=np.float64)
     if len(diffs) < 2:
         return np.nan, np.nan
-    half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
-    return float(diffs.mean() - half), float(diffs.mean() + half)
+    if np.ptp(diffs) == 0:  # no spread: scipy's interval is NaN, the mean is known exactly
+        return float(diffs[0]), float(diffs[0])
+    # One-sample t on the differences: the same test and interval as scipy.stats.ttest_rel on the pairs.
+    interval = stats.ttest_1samp(diffs, 0.0).confidence_interval(confidence_level=level)
+    return float(interval.low), float(interval.high)
 
 
 def paired_table(df: pd.DataFrame, group: str, baseline: Any, metrics: Sequence[str] | None = None,
@@ -102,8 +103,8 @@ def paired_table(df: pd.DataFrame, group: str, baseline: Any, metrics: Sequence[
     """Each value of `group` against `baseline`, per metric: paired difference over seeds, t interval, sign-flip p, Holm.
 
     Runs are paired by `pair_on` (the seed: same split, initialisation and data order), runs sharing a group value
-    and a seed are averaged first. Holm's correction runs over every test in the table (all groups x all metrics),
-    the family a reader scans. Rows without a pair (no baseline run with that seed) get n_pairs 0 and no test.
+    and a seed are averaged first. Holm's correction runs over every test in the table (all groups x all metrics):
+    pass only the family a plan declares. Rows without a pair (no baseline run with that seed) get n_pairs 0 and no test.
     """
     for column in (group, pair_on):
         if column not in df.columns:

@@ -50,11 +50,13 @@ PARAMETERS: dict[str, tuple[Any, tuple[type, ...], Any, str]] = {
     "allow_replica_change": (False, (bool,), lambda v: True, "True or False"),
     "time_budget_hours": (None, (int, float, type(None)), lambda v: v is None or v >= 0,
                           "None (just under Kaggle's session limit on Kaggle, off elsewhere), 0 (off) or hours > 0"),
+    "plan_hash": (None, (str, type(None)), lambda v: v is None or (len(v) == 12 and v.isalnum()),
+                  "None or the 12-digit hash of a study plan (utils.study_plan)"),
 }
 # Parameters added later: a namespace without them (an older copy of the notebook, a test) gets the default, and a
 # run recorded before one existed ran at it.
 ADDED_LATER = ("time_budget_hours", "resize_mode", "holdout_source", *degradation.DEFAULT_DEGRADATION,
-               "allow_replica_change")
+               "allow_replica_change", "plan_hash")
 PARAMETER_DEFAULTS = {name: PARAMETERS[name][0] for name in ADDED_LATER}
 
 

@@ -7,6 +7,7 @@ runs (errors: one line on stderr and a non-zero exit code, tools.kaggle.cli's):
                                 [--internet] [--cpu] [--wait] [--pull]
     python -m tools.kaggle sweep NOTEBOOK --alphas 0 0.01 0.1 0.2 0.3 [--slug PREFIX] [--sessions 2] [--analyze]
                                  [-a NAME VALUE ...] [--ignore-quota] [push options]
+    python -m tools.kaggle sweep --plan params/study-alpha.yaml [--slug PREFIX] [--sessions 2] [--ignore-quota]
     python -m tools.kaggle analyze KERNEL [KERNEL ...] [-f PARAMS.yaml] [-p NAME VALUE ...] [--wait] [--pull]
     python -m tools.kaggle status SLUG[/VERSION] [--wait]
     python -m tools.kaggle pull SLUG[/VERSION]
@@ -46,8 +47,16 @@ from tools.kaggle.calls import (
 )
 from tools.kaggle.cli import KaggleError, connect
 from tools.kaggle.rehearsal import REHEARSAL_REPLICAS, rehearse
-from tools.kaggle.sweep import MAX_SESSIONS, check_quota, measured_epoch_seconds, run_sweep, sweep_state
-from tools.notebook import ANALYZE_NOTEBOOK
+from tools.kaggle.sweep import (
+    MAX_SESSIONS,
+    check_quota,
+    measured_epoch_seconds,
+    pulled_records,
+    run_sweep,
+    sweep_state,
+)
+from tools.notebook import ANALYZE_NOTEBOOK, TRAIN_NOTEBOOK
+from utils import study_plan
 from utils.runtime import REPO_ROOT
 
 ANALYZE_PARAMS = REPO_ROOT / "params" / "analyze-kaggle.yaml"  # the analysis preset of `analyze` and `sweep --analyze`
@@ -65,8 +74,10 @@ def _params(path: str | os.PathLike | None, pairs: list[tuple[str, str]]) -> dic
     return params
 
 
-def _check_notebook(path: str) -> Path:
-    """The notebook path, which must exist."""
+def _check_notebook(path: str | None) -> Path:
+    """The notebook path, which must be given and exist."""
+    if not path:
+        raise KaggleError("name the notebook to run (e.g. notebooks/train.ipynb)")
     notebook = Path(path)
     if not notebook.is_file():
         raise KaggleError(f"notebook {notebook} does not exist")
@@ -104,28 +115,53 @@ def cmd_push(args: argparse.Namespace) -> int:
     return follow(api, ref, args)
 
 
+def _sweep_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """The --plan of a sweep, loaded and hashed; nothing given beside it that would change its runs."""
+    beside = [flag for flag, given in (("--alphas", args.alphas), ("-f", args.parameters_file), ("-p", args.parameter),
+                                       ("-a", args.analysis_parameter),
+                                       ("--analysis-parameters-file", args.analysis_parameters_file)) if given]
+    if beside:
+        raise KaggleError(f"--plan fixes the slopes, seeds and parameters: drop {', '.join(beside)} (change the plan "
+                          "file instead; a changed plan has a new hash)")
+    try:
+        return study_plan.load_plan(args.plan)
+    except (OSError, ValueError) as exc:
+        raise KaggleError(str(exc)) from None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """sweep: one kernel per alpha, all built and validated first, at most --sessions running, each pulled."""
-    notebook = _check_notebook(args.notebook)
-    if any(name == "alpha" for name, _ in args.parameter):
-        raise KaggleError("give alphas with --alphas, not -p alpha")
-    for text in args.alphas:
-        try:
-            float(text)
-        except ValueError:
-            raise KaggleError(f"--alphas takes numbers, got {text!r}") from None
+    """sweep: one kernel per alpha (a plan: per slope and seed), all built and validated first, at most --sessions
+    running, each pulled; with --analyze or a plan, then the analysis on Kaggle."""
+    plan = _sweep_plan(args) if args.plan else None
+    notebook = _check_notebook(args.notebook or (str(TRAIN_NOTEBOOK) if plan else None))
+    if plan:
+        base = {**plan["training"], "plan_hash": plan["hash"]}
+        runs = [(f"{alpha:g}", seed) for alpha in plan["slopes"] for seed in plan["seeds"]]
+    else:
+        if not args.alphas:
+            raise KaggleError("give the slopes with --alphas, or a study plan with --plan")
+        if any(name == "alpha" for name, _ in args.parameter):
+            raise KaggleError("give alphas with --alphas, not -p alpha")
+        for text in args.alphas:
+            try:
+                float(text)
+            except ValueError:
+                raise KaggleError(f"--alphas takes numbers, got {text!r}") from None
+        base = _params(args.parameters_file, args.parameter)
+        runs = [(text, None) for text in args.alphas]
     _check_slug(args.slug)
     if args.sessions < 1:
         raise KaggleError(f"--sessions must be at least 1, got {args.sessions}")
-    base = _params(args.parameters_file, args.parameter)
     check_parameters(notebook, {**base, "alpha": 0.0})
     check_offline(notebook, base, args.internet)
     api, user = connect()
+    prefix = args.slug or (plan["name"] if plan else None)
     variants = []
-    for text in args.alphas:
-        params = {**base, "alpha": float(text)}
-        if args.slug:
-            title = fit_title([args.slug.replace("-", " "), f"alpha {text}"], {"slug": args.slug, "params": params})
+    for text, seed in runs:
+        params = {**base, "alpha": float(text), **({} if seed is None else {"seed": seed})}
+        if prefix:
+            words = [prefix.replace("-", " "), f"alpha {text}", *([] if seed is None else [f"seed {seed}"])]
+            title = fit_title(words, {"slug": prefix, "params": params})
         else:
             title = variant_title(notebook, args.parameters_file, [*args.parameter, ("alpha", text)], params)
 
@@ -138,18 +174,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(set(slugs)) != len(slugs):
         raise KaggleError(f"--alphas {args.alphas} give the same kernel slug twice ({slugs}): list each alpha once")
     # A bad analysis parameter stops here, before any push.
-    analysis = _analysis_params(args.analysis_parameters_file, args.analysis_parameter) if args.analyze else None
+    if plan:
+        analysis = {**plan["analysis"], "plan": plan}
+        check_parameters(ANALYZE_NOTEBOOK, {**analysis, "run_dirs": slugs})
+    else:
+        analysis = _analysis_params(args.analysis_parameters_file, args.analysis_parameter) if args.analyze else None
     results = Path(args.results_dir or RESULTS_ROOT)
     # Kaggle's state of each variant, read once: the quota check counts exactly what run_sweep is left to run.
     queue, running, done = sweep_state(api, user, variants, results)
+    if plan:  # what the plan costs and can detect, before anything is pushed
+        for line in study_plan.cost_lines(plan, study_plan.measured_hours(plan, list(pulled_records(results,
+                                                                                                    slugs).values()))):
+            print(line, flush=True)
     if len(done) < len(variants) and not args.cpu:
-        check_quota(api, base, len(variants) - len(done), measured_epoch_seconds(results, slugs), args.ignore_quota)
+        # A plan is meant to span quota weeks: what does not fit is refused by Kaggle and pushed by the next run.
+        check_quota(api, base, len(variants) - len(done), measured_epoch_seconds(results, slugs),
+                    args.ignore_quota or bool(plan))
+    if plan and len(done) < len(variants):
+        print("a plan continues across quota weeks: when Kaggle refuses a push for the quota, run the same command "
+              "next week; finished runs are not pushed again", flush=True)
     code = run_sweep(api, variants, queue, running, done, args)
     if analysis is None or code:
         return code
+    if plan:  # the analysis would refuse them on Kaggle: say so here, before a session is spent on it
+        try:
+            study_plan.check_runs(plan, {slug: record.get("params", {})
+                                         for slug, record in pulled_records(results, slugs).items()})
+        except ValueError as exc:
+            raise KaggleError(f"the analysis refuses the sweep's runs: {exc}") from None
     print(f"analysing the sweep's {len(slugs)} runs on Kaggle", flush=True)
+    slug = f"{prefix}-analysis" if plan else None
     return push_analysis(api, user, slugs, analysis, argparse.Namespace(**{**vars(args), "wait": True, "pull": True,
-                                                                           "slug": None}))
+                                                                           "slug": slug}))
 
 
 def _analysis_params(path: str | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -210,7 +266,8 @@ def kaggle_parser() -> argparse.ArgumentParser:
     waiting.add_argument("--results-dir", type=Path, default=None, help="where pull writes <slug>/ (default results/)")
 
     building = argparse.ArgumentParser(add_help=False)
-    building.add_argument("notebook", help="notebook to run on Kaggle, e.g. notebooks/train.ipynb")
+    building.add_argument("notebook", nargs="?", default=None,
+                          help="notebook to run on Kaggle, e.g. notebooks/train.ipynb (sweep --plan: train.ipynb)")
     building.add_argument("-f", "--parameters-file", help="YAML file of parameters")
     building.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                           help="one parameter, overriding the file; repeatable")
@@ -235,7 +292,10 @@ def kaggle_parser() -> argparse.ArgumentParser:
                       help="attach this kernel's output (SLUG, OWNER/SLUG[/VERSION]) and continue its run from it")
     push.set_defaults(func=cmd_push)
     sweep = commands.add_parser("sweep", parents=[pushing], help=cmd_sweep.__doc__)
-    sweep.add_argument("--alphas", nargs="+", required=True, help="LeakyReLU negative slopes, one kernel each")
+    sweep.add_argument("--plan", metavar="YAML",
+                       help="a study plan (e.g. params/study-alpha.yaml): one kernel per slope and seed with its "
+                            "parameters and hash, its cost said before any push, then its analysis pulled")
+    sweep.add_argument("--alphas", nargs="+", help="LeakyReLU negative slopes, one kernel each")
     sweep.add_argument("--slug", help="slug prefix of the sweep's kernels (default: notebook stem + parameters)")
     sweep.add_argument("--sessions", type=int, default=MAX_SESSIONS,
                        help=f"kernels running at once (Kaggle allows {MAX_SESSIONS} GPU sessions)")

@@ -177,6 +177,17 @@ def gpu_quota(api: Any) -> tuple[float, float] | None:
     return max(0.0, allowed - used), allowed
 
 
+def pulled_records(results: Path, slugs: list[str]) -> dict[str, dict[str, Any]]:
+    """The metrics.json record of each pulled slug that holds one (the first found under results/<slug>/)."""
+    records = {}
+    for slug in slugs:
+        for metrics in sorted((Path(results) / slug).rglob(run_files.METRICS)):
+            with contextlib.suppress(OSError, ValueError):
+                records[slug] = json.loads(metrics.read_text())
+                break
+    return records
+
+
 def measured_epoch_seconds(results: Path, slugs: list[str]) -> float | None:
     """Seconds per training epoch as this sweep's pulled runs recorded them (their mean), None before any."""
     rates = []
