@@ -53,3 +53,13 @@ def test_stream_seeds_are_distinct_for_neighbouring_keys():
     assert stream_seed(42, 1) == stream_seed(42, 1)
     with pytest.raises(ValueError):
         stream_seed(-1)
+
+
+def test_each_layer_draws_over_its_whole_symmetric_range():
+    """A factor f means [-f, f] of rotation and zoom and a contrast factor in [1 - f, 1 + f] (Keras 3's own reading
+    of a single contrast factor is [1, 1 + f], which would only ever raise contrast)."""
+    draws = _draws(42)
+    turn = draws["random_rotation"] / (2 * np.pi)
+    assert -0.1 <= turn.min() < -0.08 and 0.08 < turn.max() <= 0.1
+    assert 0.9 <= draws["random_zoom"].min() < 0.92 and 1.08 < draws["random_zoom"].max() <= 1.1
+    assert 0.9 <= draws["random_contrast"].min() < 0.92 and 1.08 < draws["random_contrast"].max() <= 1.1

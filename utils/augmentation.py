@@ -31,8 +31,11 @@ def build_augmentation(flip: str | None = "horizontal", rotation: float | None =
     if zoom:
         layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=own(2), name="random_zoom"))
     if contrast:
-        # Inputs are raw pixels, so the contrast layer must clip to 0..255, not 0..1.
-        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255), seed=own(3), name="random_contrast"))
+        # Inputs are raw pixels, so the contrast layer must clip to 0..255, not 0..1. Keras 3 reads a single float
+        # factor c as (0, c): it would only ever raise contrast, [1, 1 + c]; the pair draws from [1 - c, 1 + c], as
+        # tf.keras' RandomContrast(c) did in the study (checked on Keras 3.13.2 and 3.15.1).
+        layers.append(keras.layers.RandomContrast((contrast, contrast), value_range=(0, 255), seed=own(3),
+                                                  name="random_contrast"))
     return allow_jit(keras.Sequential(layers, name="augmentation"))
 
 
