@@ -19,7 +19,7 @@ ALPHAS ?= 0 0.01 0.1 0.2 0.3
 FAST_TESTS := -m "not slow"
 KAGGLE_VERSION_TESTS := -m "not slow or kaggle_versions"
 
-.PHONY: jupyter setup demo test test-fast pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench bench-train-step
+.PHONY: jupyter study setup demo test test-fast pytest lint strip test-kaggle-versions explore analyze sweep robustness multi-source bench bench-train-step
 
 # The repository itself is installed in place (pyproject.toml), so the notebooks import utils from any folder.
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -82,6 +82,11 @@ explore: setup
 analyze: setup
 	$(PY) -m tools.notebook notebooks/analyze.ipynb -f params/analyze-demo.yaml \
 		-p run_dirs '["$(OUT)/demo"]' -p output_dir $(OUT)/analysis
+
+# The study plan at CPU scale (params/study-demo.yaml): 2 slopes x 6 seeds on the embedded default, then the plan's
+# analysis and verdict (about an hour on 2 CPU cores; the same command again reuses finished runs).
+study: setup
+	$(PY) -m tools.sweep --plan params/study-demo.yaml --output-root $(OUT)/study-demo
 
 sweep: setup
 	$(PY) -m tools.sweep -f params/cpu-demo.yaml --alphas $(ALPHAS) --seeds 42 43 44 --output-root $(OUT)/sweep -a extra_data_dirs $(UNSEEN)

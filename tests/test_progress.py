@@ -60,3 +60,17 @@ def test_inside_an_epoch_a_log_gets_a_line_a_minute_and_a_tty_a_bar(monkeypatch)
 def test_outside_a_kernel_there_is_no_separate_terminal():
     """Run by plain Python (a test, a script), stdout is the terminal: lines are printed once, no bar is drawn."""
     assert progress.terminal() is None
+
+
+def test_a_line_reaches_the_terminal_once(monkeypatch, capsys):
+    """In a kernel a line goes to the notebook and to the terminal, unless the runner's papermill echoes the notebook's
+    output there already (it would show twice)."""
+    from utils.notebook_start import OUTPUT_ECHOED_ENV
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(progress, "terminal", lambda: terminal)
+    monkeypatch.delenv(OUTPUT_ECHOED_ENV, raising=False)
+    progress.say("epoch 1/2")
+    monkeypatch.setenv(OUTPUT_ECHOED_ENV, "1")
+    progress.say("epoch 2/2")
+    assert capsys.readouterr().out == "epoch 1/2\nepoch 2/2\n" and terminal.getvalue() == "epoch 1/2\n"

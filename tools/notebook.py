@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from utils.notebook_start import EXECUTED_NOTEBOOK_ENV, cell_parameters, check_parameter_names
+from utils.notebook_start import EXECUTED_NOTEBOOK_ENV, OUTPUT_ECHOED_ENV, cell_parameters, check_parameter_names
 from utils.report import render_html
 from utils.runtime import (  # noqa: F401 -- the notebooks' paths, for the commands that run them
     ANALYZE_NOTEBOOK,
@@ -90,8 +90,11 @@ def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: st
     # holds a report (a finished run, or one to resume) must not overwrite that report with its own.
     attempt = output_dir / f"{notebook.stem}.running.ipynb"
     finished = False
-    previous = os.environ.get(EXECUTED_NOTEBOOK_ENV)
-    os.environ[EXECUTED_NOTEBOOK_ENV] = str(attempt)  # the kernel renders its report from it in its last cell
+    # For this kernel only: it renders its report from `attempt` in its last cell, and log_output below already
+    # shows its output on this terminal.
+    kernel_env = {EXECUTED_NOTEBOOK_ENV: str(attempt), OUTPUT_ECHOED_ENV: "1"}
+    previous = {name: os.environ.get(name) for name in kernel_env}
+    os.environ.update(kernel_env)
     try:
         # Started in the notebook's folder, as Jupyter and the papermill command from notebooks/ start it.
         papermill.execute_notebook(
@@ -100,10 +103,11 @@ def run_notebook(notebook: str | os.PathLike, params: dict[str, Any], kernel: st
         )
         finished = True
     finally:
-        if previous is None:
-            os.environ.pop(EXECUTED_NOTEBOOK_ENV, None)
-        else:
-            os.environ[EXECUTED_NOTEBOOK_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         # Rendered again once papermill has written the last cell (the kernel rendered all but it); a failed run is
         # rendered too: the report then shows the cell that raised.
         if attempt.exists():

@@ -14,8 +14,10 @@ from utils import runtime
 
 # papermill's injected cell starts with this comment (papermill/translators.py: translate_parameters(..., "Parameters")).
 INJECTED_HEADER = "# Parameters"
-# Set by tools.notebook for the kernel it starts: the executed notebook papermill writes there.
+# Set by tools.notebook for the kernel it starts: the executed notebook papermill writes there, and that papermill
+# already echoes the notebook's output to the terminal (so lines meant for the terminal are not written twice).
 EXECUTED_NOTEBOOK_ENV = "NOTEBOOK_EXECUTED_PATH"
+OUTPUT_ECHOED_ENV = "NOTEBOOK_OUTPUT_ECHOED"
 
 
 def cell_parameters(source: str) -> dict[str, Any]:

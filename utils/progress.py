@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import keras
 
-from utils.notebook_start import started_in
+from utils.notebook_start import OUTPUT_ECHOED_ENV, started_in
 from utils.runtime import REPO_ROOT, TRAIN_NOTEBOOK
 
 QUICK_PRESET = REPO_ROOT / "params" / "cpu-demo.yaml"
@@ -33,10 +33,10 @@ def terminal() -> TextIO | None:
 
 
 def say(line: str) -> None:
-    """Print a line to the notebook and, in a kernel, to the terminal that started it."""
+    """Print a line to the notebook and, in a kernel, to the terminal that started it (unless papermill echoes it)."""
     print(line, flush=True)
     stream = terminal()
-    if stream is not None:
+    if stream is not None and not os.environ.get(OUTPUT_ECHOED_ENV):
         stream.write(line + "\n")
 
 
