@@ -372,9 +372,9 @@ def gradcam_figures(run: Run, per_group: int = 4, mistakes: int = 8, out: str | 
     wrong = [int(i) for i in explanation.most_confident_mistakes(y, p, k=mistakes)]
     layer, cells = gradcam_layer(run.model)
     record = {"layer": layer, "map_cells": list(cells), "image_size": run.image_size,
-              "groups": {g: [split.paths[i] for i in idx] for g, idx in groups.items()},
-              "mistakes": [{"path": split.paths[i], "label": CLASS_NAMES[int(y[i])], "p_fake": float(p[i])}
-                           for i in wrong]}
+              "groups": {g: [recorded_path(split.paths[i]) for i in idx] for g, idx in groups.items()},
+              "mistakes": [{"path": recorded_path(split.paths[i]), "label": CLASS_NAMES[int(y[i])],
+                            "p_fake": float(p[i])} for i in wrong]}
     figures = []
     for name, idx, titles in (
             ("gradcam_examples", [i for g in explanation.GROUPS for i in groups[g]],
