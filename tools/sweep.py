@@ -22,7 +22,7 @@ from tools.notebook import (
 from utils import run_files, study_plan
 
 DEFAULT_ALPHAS = (0.0, 0.01, 0.1, 0.2, 0.3)  # 0 is the ReLU baseline; 0.2 the study's a = 5
-SWEEP_ROOT = "runs/sweep"  # the committed reference sweep: --output-root results/sweep
+SWEEP_ROOT = "runs/sweep"  # where an --alphas/--seeds sweep goes by default
 
 
 def run_folder(root: str | Path, alpha: float, seed: int | None = None) -> Path:
