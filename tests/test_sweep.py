@@ -84,6 +84,7 @@ def test_plan_runs_its_slopes_times_seeds_after_saying_its_cost(monkeypatch, tmp
     assert "--plan fixes the slopes, seeds and parameters: drop --seeds" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # four training runs and an analysis, end to end
 def test_tiny_plan_trains_each_slope_and_seed_and_answers_it(tiny_dataset, tmp_path):
     """`python -m tools.sweep --plan`: 2 slopes x 2 seeds trained (1 epoch), then the analysis answers in the plan's
     words: the primary endpoint's tests and one of the four verdicts, the plan and its hash in the record."""
