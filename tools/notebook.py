@@ -131,10 +131,9 @@ def notebook_cli(argv: list[str] | None = None) -> int:
     params = load_params(args.parameters_file)
     params.update({name: parse_value(value) for name, value in args.parameter})
     try:
-        check_notebook_parameters(args.notebook, params)
-    except ValueError as error:
+        run_notebook(args.notebook, params)
+    except ValueError as error:  # raised before a kernel starts: a misspelt parameter, no output_dir
         parser.error(str(error))
-    run_notebook(args.notebook, params)
     return 0
 
 

@@ -110,17 +110,17 @@ def load_model(path: str | os.PathLike, dtype: str | None = "float32") -> keras.
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path} does not exist (expected a training run's model.keras)")
     model = keras.saving.load_model(path, compile=False)
-    if dtype is not None and any(layer.dtype_policy.name != dtype for layer in _all_layers(model)):
+    if dtype is not None and any(layer.dtype_policy.name != dtype for layer in nested_layers(model)):
         model = with_dtype(model, dtype)
     return allow_jit(model)
 
 
-def _all_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Every layer nested in a model, at any depth, but its inputs (whose dtype is the input's, not a policy)."""
+def nested_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer nested in a model, at any depth (the augmentation's inside it too), but its inputs."""
     found = []
     for layer in getattr(model, "layers", []):
         if not isinstance(layer, keras.layers.InputLayer):
-            found += [layer, *_all_layers(layer)]
+            found += [layer, *nested_layers(layer)]
     return found
 
 

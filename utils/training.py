@@ -17,8 +17,9 @@ import pandas as pd
 
 from utils import accelerator, data, run_files
 from utils.figures import finish, new_figure
+from utils.model import nested_layers
 from utils.progress import TerminalProgress, expected_duration, say
-from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS
+from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS, write_json
 
 # The notebook imports this module in its first code cell: the session's clock for the time budget.
 SESSION_STARTED = time.time()
@@ -109,13 +110,6 @@ class ReplicaValidation(keras.callbacks.Callback):
             logs.update(validation_logs(labels, outputs))
 
 
-def _batch_norms(layer: Any) -> list[Any]:
-    """The BatchNormalization layers in a layer and the models nested in it."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return [layer]
-    return [norm for sub in getattr(layer, "layers", []) for norm in _batch_norms(sub)]
-
-
 def average_moving_statistics(model: keras.Model) -> int:
     """Give every replica the mean of the replicas' batch-norm moving statistics; returns the variables averaged.
 
@@ -128,7 +122,7 @@ def average_moving_statistics(model: keras.Model) -> int:
 
     strategy = model.distribute_strategy
     averaged = 0
-    for norm in _batch_norms(model):
+    for norm in (layer for layer in nested_layers(model) if isinstance(layer, keras.layers.BatchNormalization)):
         for variable in (norm.moving_mean, norm.moving_variance):
             copies = strategy.experimental_local_results(getattr(variable, "value", variable))
             if len(copies) > 1:
@@ -137,12 +131,6 @@ def average_moving_statistics(model: keras.Model) -> int:
                     copy.assign(mean)
                 averaged += 1
     return averaged
-
-
-def _seed_generators(layer: Any) -> list[Any]:
-    """The keras SeedGenerators of a layer and the layers nested in it (the augmentation's random layers)."""
-    own = list(getattr(layer, "_seed_generators", []))
-    return own + [generator for sub in getattr(layer, "layers", []) for generator in _seed_generators(sub)]
 
 
 def split_seed_streams(model: keras.Model) -> int:
@@ -158,7 +146,7 @@ def split_seed_streams(model: keras.Model) -> int:
 
     strategy = model.distribute_strategy
     split = 0
-    for generator in _seed_generators(model):
+    for generator in (g for layer in [model, *nested_layers(model)] for g in getattr(layer, "_seed_generators", [])):
         copies = strategy.experimental_local_results(getattr(generator.state, "value", generator.state))
         if len(copies) < 2:
             continue
@@ -301,8 +289,6 @@ def check_replicas(output_dir: str | os.PathLike, replicas: int, resuming: bool,
                 f"record then names both counts).")
         earlier.append(trained_on)
     record = {"replicas": replicas, "earlier": earlier}
-    from utils.runtime import write_json
-
     write_json(path, record)
     return record
 
