@@ -1,8 +1,9 @@
-"""Accelerator: the distribution strategy and precision for the devices at hand (TPU, GPUs, a rehearsal's logical CPU
-replicas), and the check that a kernel pushed for a GPU got one.
+"""Accelerator: the Keras backend a kernel runs on, the distribution and precision for the devices at hand (two T4s
+under TensorFlow's MirroredStrategy, a TPU's chips under JAX's DataParallel, a rehearsal's logical CPU devices), and
+the check that a kernel got the machine it was pushed for.
 
-Keras and TensorFlow are imported inside the functions: a pushed kernel's first cell imports this module for its GPU
-check before the notebook has quietened TensorFlow's start-up, and the laptop commands import it for one name.
+Keras, TensorFlow and JAX are imported inside the functions: a pushed kernel's first cell imports this module to pick
+the backend and check the machine before anything imports Keras, and the laptop commands import it for its names.
 """
 from __future__ import annotations
 
@@ -11,14 +12,58 @@ from typing import Any
 
 from utils.runtime import on_kaggle, quiet_logs
 
-# Set by the rehearsal (python -m tools.kaggle rehearse): the train notebook splits the CPU into this many logical
-# devices and trains with MirroredStrategy and mixed_float16 over them, the path two T4 GPUs take.
+# Set by the rehearsal (python -m tools.kaggle rehearse): the devices standing in for the accelerator. Under
+# TensorFlow the notebook splits the CPU into this many logical devices and trains with MirroredStrategy and
+# mixed_float16 over them, the path two T4 GPUs take; under JAX the rehearsal has XLA make this many host devices
+# (virtual_devices_env) and the notebook trains with DataParallel and mixed_bfloat16 over them, a TPU's path.
 REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
-ACCELERATORS = ("gpu", "tpu", "none")  # what a push asks for: the build record's "accelerator"
+# What a push asks for (the build record's "accelerator"; "none" was the name of "cpu" in builds before 2026-12).
+ACCELERATORS = ("gpu", "tpu", "cpu")
+# The Kaggle machine each accelerator asks for (kernel-metadata.json "machine_shape"; the CLI 2.2.5 names these two:
+# "'NvidiaTeslaT4' for GPU T4 x2 or 'TpuV5E8' for TPU v5e-8"); "cpu" asks for none.
+MACHINE_SHAPES = {"gpu": "NvidiaTeslaT4", "tpu": "TpuV5E8"}
+# Devices of each machine: the T4 x2 kernel must see exactly two GPUs (one would halve the global batch and change
+# the learning rate the plan fixed); a TPU v5e-8 has 8 chips, one JAX device each.
+MACHINE_DEVICES = {"gpu": 2, "tpu": 8}
+# Keras' backend per accelerator for the notebooks that train: Kaggle's TPU image has TensorFlow's CPU build beside
+# jax[tpu], so only JAX sees the TPU. The other notebooks stay on TensorFlow everywhere (Grad-CAM needs its
+# GradientTape): on a TPU machine they run on its host CPU.
+TRAINING_BACKENDS = {"gpu": "tensorflow", "tpu": "jax", "cpu": "tensorflow"}
+TRAINING_NOTEBOOKS = ("train.ipynb",)
 # How Adam's learning rate follows the global batch over replicas: the square-root rule derived for Adam and RMSprop
 # (Malladi et al. 2022; Granziol et al. 2022), not the linear rule, which was stated for SGD with a warm-up (Goyal et
 # al. 2017). docs/training.md gives the evidence.
 LR_SCALING = "square root of the replica count (Malladi et al. 2022)"
+
+
+def keras_backend_for(accelerator: str, notebook: str) -> str:
+    """The Keras backend a kernel of `notebook` pushed for `accelerator` runs on (TRAINING_BACKENDS, else TensorFlow)."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+    return TRAINING_BACKENDS[accelerator] if os.path.basename(notebook) in TRAINING_NOTEBOOKS else "tensorflow"
+
+
+def select_backend(backend: str) -> None:
+    """Make `backend` Keras' backend; called before anything imports Keras (a kernel's first cell)."""
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != backend:
+            raise RuntimeError(f"this kernel needs Keras' {backend} backend, but Keras was imported before with "
+                               f"{keras.backend.backend()!r}: the backend must be chosen before the first import of "
+                               "Keras (restart the kernel)")
+        return
+    os.environ["KERAS_BACKEND"] = backend
+
+
+def virtual_devices_env(devices: int) -> dict[str, str]:
+    """The environment that makes XLA split this host's CPU into `devices` JAX devices (a TPU rehearsal's stand-in)."""
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count")]
+    return {"XLA_FLAGS": " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"]),
+            "JAX_PLATFORMS": "cpu"}
 
 
 def setup_accelerator(seed: int) -> Any:
