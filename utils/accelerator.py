@@ -67,70 +67,129 @@ def virtual_devices_env(devices: int) -> dict[str, str]:
 
 
 def setup_accelerator(seed: int) -> Any:
-    """Seed everything, pick the distribution strategy (TPU, several GPUs, else default) and mixed precision; print both."""
-    import keras
-    import tensorflow as tf
+    """Seed everything, pick the distribution and mixed precision for the devices at hand; print them; return it.
 
-    rehearsal = rehearsal_replicas()
-    if rehearsal:
-        strategy = _rehearsal_strategy(rehearsal)  # before seeding: logical devices must precede TF's start
+    TensorFlow: MirroredStrategy over two or more GPUs (or a rehearsal's logical CPU devices), else the default
+    strategy. JAX (a TPU kernel): keras.distribution.DataParallel over every device, set as Keras' distribution, so
+    the global batch is sharded evenly over the devices and batch normalisation takes its statistics over the whole
+    global batch. Both have scope(); replica_count gives their replicas.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        distribution, device = _jax_distribution(), platform()
+    else:
+        distribution, device = _tensorflow_strategy(), platform()
     keras.utils.set_random_seed(seed)
-    device = "CPU rehearsal" if rehearsal else "CPU"
-    if not rehearsal:
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-            strategy, device = tf.distribute.TPUStrategy(resolver), "TPU"
-        except (ValueError, RuntimeError, tf.errors.NotFoundError):
-            gpus = tf.config.list_physical_devices("GPU")
-            strategy = tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
-            device = f"{len(gpus)} x GPU" if gpus else "CPU"
     policy = "float32"
-    if device == "TPU":
-        policy = "mixed_bfloat16"
-    elif device == "CPU rehearsal":
+    if device == "tpu" or (rehearsal_replicas() and keras.backend.backend() == "jax"):
+        policy = "mixed_bfloat16"  # the TPU's native matmul type; a rehearsal of the TPU path computes as it does
+    elif rehearsal_replicas():
         policy = "mixed_float16"  # as on the T4s, so float16 problems show before a push
-    elif device != "CPU" and all(_compute_capability(gpu) >= (7, 0) for gpu in tf.config.list_physical_devices("GPU")):
+    elif device == "gpu" and _tensor_cores():
         # Tensor cores (Volta and later, e.g. the T4) run float16 matmuls several times faster than float32.
         policy = "mixed_float16"
     keras.mixed_precision.set_global_policy(policy)
-    print(f"accelerator: {describe_devices()} | strategy: {type(strategy).__name__} with "
-          f"{strategy.num_replicas_in_sync} replica(s) | precision: {policy}", flush=True)
-    return strategy
+    print(f"accelerator: {describe_devices()} | strategy: {type(distribution).__name__} with "
+          f"{replica_count(distribution)} replica(s) | precision: {policy} | Keras backend: "
+          f"{keras.backend.backend()}", flush=True)
+    return distribution
 
 
-def _rehearsal_strategy(replicas: int) -> Any:
-    """MirroredStrategy over `replicas` logical CPU devices (the CPU split before TensorFlow starts its runtime)."""
+def _tensorflow_strategy() -> Any:
+    """MirroredStrategy over a rehearsal's logical CPU devices or over two or more GPUs, else the default strategy."""
     import tensorflow as tf
 
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-    except RuntimeError:
-        if len(tf.config.list_logical_devices("CPU")) != replicas:
-            raise RuntimeError(f"${REHEARSAL_REPLICAS_ENV}={replicas} needs a fresh process: TensorFlow's devices were "
-                               "initialised before setup_accelerator") from None
-    return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    rehearsal = rehearsal_replicas()
+    if rehearsal:  # before anything starts TensorFlow's runtime: logical devices must precede it
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * rehearsal)
+        except RuntimeError:
+            if len(tf.config.list_logical_devices("CPU")) != rehearsal:
+                raise RuntimeError(f"${REHEARSAL_REPLICAS_ENV}={rehearsal} needs a fresh process: TensorFlow's "
+                                   "devices were initialised before setup_accelerator") from None
+        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
 
 
-def _compute_capability(gpu: Any) -> tuple[int, int]:
-    """The GPU's CUDA compute capability, (0, 0) when unknown."""
+def _jax_distribution() -> Any:
+    """keras.distribution.DataParallel over every JAX device (one of them too), set as Keras' global distribution."""
+    import jax
+    import keras
+
+    devices = jax.devices()
+    rehearsal = rehearsal_replicas()
+    if rehearsal and len(devices) != rehearsal:
+        raise RuntimeError(f"${REHEARSAL_REPLICAS_ENV}={rehearsal} asks for {rehearsal} JAX devices but JAX sees "
+                           f"{len(devices)}: XLA's host device count is set before JAX starts "
+                           f"({virtual_devices_env(rehearsal)['XLA_FLAGS']!r} in XLA_FLAGS)")
+    distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)  # also outside scope(): fit and predict shard their batches
+    return distribution
+
+
+def platform() -> str:
+    """What Keras' backend computes on: "tpu", "gpu" or "cpu" (a rehearsal's logical or virtual devices: "cpu")."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].platform
     import tensorflow as tf
 
-    return tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def replica_count(distribution: Any = None) -> int:
+    """Replicas of a tf.distribute strategy or of a Keras distribution (None: Keras' global one; 1 without any)."""
+    if distribution is None:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            distribution = tf.distribute.get_strategy()
+        else:
+            distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    if hasattr(distribution, "num_replicas_in_sync"):
+        return int(distribution.num_replicas_in_sync)
+    return int(distribution.device_mesh.devices.size)
+
+
+def _tensor_cores() -> bool:
+    """Every GPU TensorFlow sees has tensor cores (CUDA compute capability 7.0 or later)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return bool(gpus) and all(
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))) >= (7, 0)
+        for gpu in gpus)
 
 
 def describe_devices() -> str:
-    """A short description of the accelerator, e.g. '2 x Tesla T4' or 'CPU (2 cores)'."""
+    """A short description of the accelerator, e.g. '2 x Tesla T4', '8 x TPU v5 lite' or 'CPU (2 cores)'."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = jax.devices()
+        if devices[0].platform == "cpu":
+            if len(devices) > 1:
+                return f"{len(devices)} x virtual CPU device (XLA host devices on {os.cpu_count()} cores)"
+            return f"CPU ({os.cpu_count()} cores)"
+        return f"{len(devices)} x {devices[0].device_kind}"
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         names = {tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus}
         return f"{len(gpus)} x {', '.join(sorted(names))}"
-    if tf.config.list_logical_devices("TPU"):
-        return f"TPU ({len(tf.config.list_logical_devices('TPU'))} cores)"
     return f"CPU ({os.cpu_count()} cores)"
 
 
@@ -140,10 +199,14 @@ def global_batch_and_lr(batch_size: int, learning_rate: float, replicas: int) ->
 
 
 def training_scale(batch_size: int, learning_rate: float, replicas: int) -> dict[str, Any]:
-    """The effective values a run trains with on `replicas` replicas, for its record and its parameter table."""
+    """The effective values a run trains with on `replicas` replicas, for its record and its parameter table: with
+    the Keras backend and the precision in force."""
+    import keras
+
     global_batch, effective = global_batch_and_lr(batch_size, learning_rate, replicas)
     return {"replicas": replicas, "global_batch": global_batch, "effective_learning_rate": effective,
-            "lr_scaling": LR_SCALING}
+            "lr_scaling": LR_SCALING, "keras_backend": keras.backend.backend(),
+            "precision": keras.mixed_precision.global_policy().name}
 
 
 def rehearsal_replicas() -> int:
@@ -161,25 +224,49 @@ class AcceleratorMissingError(RuntimeError):
 
 
 def check_accelerator(expected: str | None) -> None:
-    """On Kaggle, stop at once when the push asked for a GPU and TensorFlow sees none (a rehearsal's replicas count).
+    """On Kaggle, stop at once unless the session has the machine the push asked for: exactly MACHINE_DEVICES["gpu"]
+    GPUs for "gpu" (GPU T4 x2), TPU devices for "tpu"; "cpu" (legacy "none") and None are not checked.
 
-    Called by the generated first cell of every pushed notebook with the build record's "accelerator", so a session
-    that Kaggle gave no GPU ends in seconds instead of training for hours on the CPU. "tpu" and "none" are not checked.
+    Called by the generated first cell of every pushed notebook with the build record's "accelerator", after the
+    backend is chosen and before data is scanned, so a session without its machine ends in seconds instead of
+    training for hours on the CPU, or on one GPU with half the global batch and another learning rate than planned.
+    A rehearsal's logical or virtual devices stand for the machine.
     """
+    expected = "cpu" if expected == "none" else expected
     if expected is not None and expected not in ACCELERATORS:
         raise ValueError(f"expected accelerator {expected!r} is invalid: expected one of {', '.join(ACCELERATORS)} "
                          "or None")
-    if expected != "gpu" or not on_kaggle() or rehearsal_replicas():
-        return  # a rehearsal's logical CPU replicas stand for the two T4s
-    if _visible_gpus():
+    if expected in (None, "cpu") or not on_kaggle() or rehearsal_replicas():
         return
+    if expected == "tpu":
+        tpus = _visible_tpus()
+        if tpus:
+            return
+        raise AcceleratorMissingError(
+            "this kernel was pushed for a TPU (TPU v5e-8, machine_shape TpuV5E8) but JAX sees no TPU device; it "
+            "stopped here, before any data was scanned. Check: (1) the Kaggle account is phone-verified; (2) the "
+            "kernel's accelerator setting is TPU v5e-8 (the notebook editor's Settings > Accelerator; "
+            "kernel-metadata.json machine_shape TpuV5E8, no docker_image: a pinned image ran TPU pushes on the CPU "
+            "image, kaggle-cli issue #1197); (3) TPU quota is left this week (`kaggle quota`). To run on the GPUs "
+            "instead, push with --accelerator gpu.")
+    gpus = _visible_gpus()
+    if gpus == MACHINE_DEVICES["gpu"]:
+        return
+    if gpus:
+        raise AcceleratorMissingError(
+            f"this kernel was pushed for GPU T4 x2 but TensorFlow sees {gpus} GPU(s); it stopped here, before any "
+            f"data was scanned: on {gpus} the global batch (batch_size x replicas) and the learning rate (x the square "
+            f"root of the replicas) would differ from those of a T4 x2 run, and so from the study plan's. Check the "
+            "kernel's accelerator setting (GPU T4 x2; kernel-metadata.json machine_shape NvidiaTeslaT4) and push "
+            "again.")
     raise AcceleratorMissingError(
         "this kernel was pushed for a GPU (GPU T4 x2) but TensorFlow sees none; it stopped here, before any data "
         "was scanned, so no session time went into a run on the CPU. Check: (1) the Kaggle account is phone-verified "
         "(Kaggle grants GPUs and internet only to verified accounts: kaggle.com > Settings > Phone verification); "
         "(2) the kernel's accelerator setting is GPU T4 x2 (the notebook editor's Settings > Accelerator; "
-        "kernel-metadata.json enable_gpu true); (3) GPU quota is left this week (`kaggle quota`; a spent quota gives "
-        "no GPU until it resets). To run on the CPU on purpose, push with --cpu.")
+        "kernel-metadata.json machine_shape NvidiaTeslaT4); (3) GPU quota is left this week (`kaggle quota`; a "
+        "spent quota gives no GPU until it resets). To run on the CPU on purpose, push with --accelerator cpu "
+        "(--cpu).")
 
 
 def _visible_gpus() -> int:
@@ -188,3 +275,13 @@ def _visible_gpus() -> int:
     import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
+
+
+def _visible_tpus() -> int:
+    """TPU devices JAX sees (0 without JAX or a TPU; Kaggle's TPU image has jax[tpu])."""
+    try:
+        import jax
+
+        return len(jax.devices("tpu"))
+    except (ImportError, RuntimeError):
+        return 0

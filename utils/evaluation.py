@@ -122,7 +122,16 @@ def _p_fake(outputs: Any) -> np.ndarray:
 
 
 def model_replicas(model: Any) -> int:
-    """Replicas of the distribution strategy the model was built under (1 without one, or for a non-Keras model)."""
+    """Replicas the model computes on: its tf.distribute strategy's, under JAX Keras' distribution's (1 without one,
+    or for a non-Keras model)."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return 1
+    if keras.backend.backend() == "jax":
+        from utils.accelerator import replica_count
+
+        return replica_count()
     strategy = getattr(model, "distribute_strategy", None)
     return int(getattr(strategy, "num_replicas_in_sync", 1))
 
@@ -142,9 +151,14 @@ def replica_predictor(model: Any) -> Callable[[Iterable], tuple[np.ndarray, np.n
     """
     if model in _PREDICTORS:
         return _PREDICTORS[model]
+    import keras
     import tensorflow as tf
 
     from utils.pipeline import pad_batches
+
+    if keras.backend.backend() == "jax":
+        _PREDICTORS[model] = _sharded_predictor(model)
+        return _PREDICTORS[model]
 
     strategy = model.distribute_strategy
     replicas = strategy.num_replicas_in_sync
@@ -171,6 +185,27 @@ def replica_predictor(model: Any) -> Callable[[Iterable], tuple[np.ndarray, np.n
         return np.concatenate(labels), np.concatenate(outputs)
 
     _PREDICTORS[model] = predict
+    return predict
+
+
+def _sharded_predictor(model: Any) -> Callable[[Iterable], tuple[np.ndarray, np.ndarray]]:
+    """replica_predictor under JAX's DataParallel: Keras' compiled predict step shards each padded batch evenly over
+    the devices; the padding's outputs are dropped."""
+    from utils.pipeline import pad_batches
+
+    model_ref = weakref.ref(model)
+    replicas = model_replicas(model)
+
+    def predict(dataset: Iterable) -> tuple[np.ndarray, np.ndarray]:
+        labels, outputs = [], []
+        for images, batch_labels, real in pad_batches(dataset, replicas):
+            keep = np.asarray(real)
+            outputs.append(np.asarray(model_ref().predict_on_batch(np.asarray(images)))[keep])
+            labels.append(np.asarray(batch_labels)[keep])
+        if not outputs:
+            raise ValueError("the dataset is empty: no batch to predict")
+        return np.concatenate(labels), np.concatenate(outputs)
+
     return predict
 
 

@@ -27,22 +27,16 @@ SESSION_STARTED = time.time()
 
 def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int | None = None) -> keras.Model:
     """Adam and sparse cross-entropy on the softmax; loss scaling, XLA and steps per execution chosen for the device."""
-    import tensorflow as tf
-
     if steps_per_execution is None:
         # Batches per call into the compiled train function. A TPU or GPU step is short enough that the Python
         # round trip per step shows; on CPU a step takes far longer and N > 1 measured no faster
         # (results/bench), so keep 1 there. Callbacks here act per epoch, so N > 1 changes no result.
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
-            steps_per_execution = 32
-        elif tf.config.list_logical_devices("GPU"):
-            steps_per_execution = 4
-        else:
-            steps_per_execution = 1
+        steps_per_execution = {"tpu": 32, "gpu": 4}.get(accelerator.platform(), 1)
     # Loss scaling: under mixed_float16, Keras 3's compile wraps the optimizer in LossScaleOptimizer itself
-    # (keras/src/trainers/trainer.py, auto_scale_loss=True). XLA: "auto" resolves to off on CPU, under any
-    # tf.distribute strategy (MirroredStrategy/TPUStrategy) and for models holding RandomRotation/RandomZoom
-    # (supports_jit = False), i.e. for the study's model; it is on only for a single GPU without those layers.
+    # (keras/src/trainers/trainer.py, auto_scale_loss=True); mixed_bfloat16 has float32's range and needs none.
+    # XLA: under JAX every step is compiled. Under TensorFlow "auto" resolves to off on CPU, under any tf.distribute
+    # strategy and for models holding RandomRotation/RandomZoom (supports_jit = False), i.e. for the study's model;
+    # it is on only for a single GPU without those layers.
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -116,8 +110,11 @@ def average_moving_statistics(model: keras.Model) -> int:
     Under a strategy Keras 3 keeps the moving mean and variance as mirrored variables without aggregation: each
     replica updates its own copy from its own batches, the copies drift apart, inference on a replica uses its own
     and a saved model the first replica's. The mean (what tf.keras reported) makes them one again. Training steps
-    use batch statistics, so this changes no gradient.
+    use batch statistics, so this changes no gradient. Under JAX's DataParallel there is nothing to average: each
+    statistic is one replicated variable, updated from the whole global batch.
     """
+    if keras.backend.backend() != "tensorflow":
+        return 0
     import tensorflow as tf
 
     strategy = model.distribute_strategy
@@ -333,13 +330,11 @@ def fit(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int, output_dir:
     validation = []
     if replicas > 1:
         train_ds, validation, val_ds = fill_batches(train_ds, replicas), [ReplicaValidation(val_ds)], None
-    import tensorflow as tf
-
-    on_cpu = not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU")
+    on_cpu = accelerator.platform() == "cpu"
     callbacks = [
         *validation,  # first: it fills the logs the others read
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-        *([ReplicaSeedStreams()] if replicas > 1 else []),
+        *([ReplicaSeedStreams()] if replicas > 1 and keras.backend.backend() == "tensorflow" else []),
         TerminalProgress(train_images),
         EpochLog(epochs, train_images, on_cpu),
         BestCheckpoint(output_dir / run_files.MODEL, history_csv),
@@ -392,12 +387,18 @@ def plot_history(history: pd.DataFrame, path: str | os.PathLike | None = None) -
 
 
 def environment() -> dict[str, str]:
-    """Versions and accelerator, for the run record."""
+    """Versions, Keras backend and accelerator, for the run record."""
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "accelerator": accelerator.describe_devices(),
-            "precision": keras.mixed_precision.global_policy().name, "platform": platform.platform()}
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                "keras_backend": keras.backend.backend()}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        versions["jax"] = jax.__version__
+    return {**versions, "numpy": np.__version__, "accelerator": accelerator.describe_devices(),
+            "replicas": accelerator.replica_count(), "precision": keras.mixed_precision.global_policy().name,
+            "platform": platform.platform()}
 
 
 def source_metrics(index: Any, splits: dict[str, Any], predictions: dict[str, tuple[np.ndarray, np.ndarray]],
