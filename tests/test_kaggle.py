@@ -189,16 +189,170 @@ def test_build_for_the_cpu_and_a_resume(creds, tmp_path):
     """--cpu asks Kaggle for no accelerator and tells the kernel so; a resume attaches that kernel and says which run
     the kernel must find (both in the record the generated cell writes and checks)."""
     notebook = make_notebook(tmp_path / "src" / "train.ipynb")
-    folder = build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", gpu=False,
+    folder = build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", accelerator="cpu",
                           resume_from="tester/train-alpha-0-2", kernel_sources=("tester/other-run",))
     meta = json.loads((folder / "kernel-metadata.json").read_text())
-    assert meta["enable_gpu"] is False and "machine_shape" not in meta
+    assert meta["enable_gpu"] is False and meta["enable_tpu"] is False and "machine_shape" not in meta
     assert meta["kernel_sources"] == ["tester/other-run", "tester/train-alpha-0-2"]
     cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), UTILS_CELL_TAG)[0]
     record = json.loads(re.search(r"KAGGLE_BUILD = json.loads\((.*)\)", cell).group(1)[1:-1].encode().decode(
         "unicode_escape"))
-    assert record["accelerator"] == "none" and record["resume_from"] == "tester/train-alpha-0-2"
+    assert record["accelerator"] == "cpu" and record["resume_from"] == "tester/train-alpha-0-2"
+    assert record["keras_backend"] == "tensorflow"
     assert "check_accelerator(KAGGLE_BUILD['accelerator'])" in cell
+
+
+def build_record(folder: Path, notebook: str) -> dict:
+    """The KAGGLE_BUILD record of a built kernel's generated first cell."""
+    cell = cells_tagged(json.loads((folder / notebook).read_text()), UTILS_CELL_TAG)[0]
+    return json.loads(re.search(r"KAGGLE_BUILD = json.loads\((.*)\)", cell).group(1)[1:-1].encode().decode(
+        "unicode_escape"))
+
+
+def root_with(tmp_path: Path, monkeypatch, **change) -> Path:
+    """A root kernel-metadata.json with these keys changed (None: removed), in place of the repository's."""
+    root = json.loads((REPO_ROOT / "kernel-metadata.json").read_text())
+    root.update(change)
+    path = tmp_path / "root-metadata.json"
+    path.write_text(json.dumps({key: value for key, value in root.items() if value is not None}))
+    monkeypatch.setattr("tools.kaggle.build.ROOT_METADATA", path)
+    return path
+
+
+def test_build_for_a_tpu(creds, tmp_path, monkeypatch, capsys):
+    """A TPU v5e-8 push: machine_shape TpuV5E8 with enable_tpu, no GPU, and none of the root's docker image settings
+    (a TPU push with a pinned image ran on the CPU image: kaggle-cli issue 1197, said in a warning). Its training
+    records the JAX backend (only JAX sees the TPU); the analysis stays on TensorFlow, as does everything on a GPU."""
+    root_with(tmp_path, monkeypatch, docker_image="gcr.io/kaggle-images/python:v150",
+              docker_image_pinning_type="original")
+    train, analyze = make_notebook(tmp_path / "src" / "train.ipynb"), make_notebook(tmp_path / "src" / "analyze.ipynb")
+    folder = build_kernel(train, {}, USER, "train on tpu", build_root=tmp_path / "b", accelerator="tpu")
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["machine_shape"] == "TpuV5E8" and meta["enable_tpu"] is True and meta["enable_gpu"] is False
+    assert "docker_image" not in meta and "docker_image_pinning_type" not in meta
+    err = capsys.readouterr().err
+    assert "docker_image, docker_image_pinning_type" in err and "kaggle-cli/issues/1197" in err
+    assert {key: build_record(folder, "train.ipynb")[key] for key in ("accelerator", "keras_backend")} == \
+        {"accelerator": "tpu", "keras_backend": "jax"}
+    folder = build_kernel(analyze, {}, USER, "analyze on tpu", build_root=tmp_path / "b", accelerator="tpu")
+    assert build_record(folder, "analyze.ipynb")["keras_backend"] == "tensorflow"
+    capsys.readouterr()
+    for notebook in (train, analyze):
+        folder = build_kernel(notebook, {}, USER, f"{notebook.stem} on gpu", build_root=tmp_path / "b")
+        record, meta = build_record(folder, notebook.name), json.loads((folder / "kernel-metadata.json").read_text())
+        assert record["accelerator"] == "gpu" and record["keras_backend"] == "tensorflow"
+        assert meta["machine_shape"] == "NvidiaTeslaT4" and meta["enable_gpu"] is True and meta["enable_tpu"] is False
+        assert meta["docker_image"] == "gcr.io/kaggle-images/python:v150"  # a GPU kernel keeps the root's image
+    assert "docker_image" not in capsys.readouterr().err
+    with pytest.raises(KaggleError, match="accelerator 'none' is invalid"):
+        build_kernel(train, {}, USER, "train on none", build_root=tmp_path / "b", accelerator="none")
+
+
+def test_generated_cell_selects_the_backend_before_keras(creds, tmp_path):
+    """The first cell sets KERAS_BACKEND from the record before anything imports Keras (its backend is fixed at the
+    first import): run in a fresh interpreter that refuses any import of keras, tensorflow or jax, off Kaggle (where
+    the accelerator check does nothing)."""
+    notebook = make_notebook(tmp_path / "src" / "train.ipynb")
+    folder = build_kernel(notebook, {}, USER, "train on tpu", build_root=tmp_path / "b", accelerator="tpu")
+    cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), UTILS_CELL_TAG)[0]
+    assert cell.index("select_backend(KAGGLE_BUILD['keras_backend'])") < \
+        cell.index("check_accelerator(KAGGLE_BUILD['accelerator'])")
+    guard = ("import importlib.abc, sys\n"
+             "class NoKeras(importlib.abc.MetaPathFinder):\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] in ('keras', 'tensorflow', 'jax'):\n"
+             "            raise ImportError(f'{name} imported by the first cell')\n"
+             "sys.meta_path.insert(0, NoKeras())\n")
+    script = guard + cell + ("\nprint(json.dumps({'backend': os.environ.get('KERAS_BACKEND'), 'imported': sorted("
+                             "m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'jax'))}))\n")
+    (tmp_path / "cell.py").write_text(script)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "KERAS_BACKEND") and not k.startswith("KAGGLE_")}
+    done = subprocess.run([sys.executable, "cell.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"backend": "jax", "imported": []}
+
+
+@pytest.mark.parametrize("command", [["push", "TINY"], ["sweep", "TINY", "--alphas", "0", "0.2"],
+                                     ["analyze", "faces-alpha-0", "faces-alpha-0-2"], ["rehearse", "TINY"]])
+def test_an_unknown_root_machine_shape_stops_before_anything_is_built(isolated, tmp_path, monkeypatch, capsys,
+                                                                         command):
+    """A machine_shape in the root kernel-metadata.json that is not T4 x2's or TPU v5e-8's (e.g. the retired P100)
+    stops every command at once, before credentials, builds or pushes: the file, the value, the shapes known and
+    the flag that chooses instead."""
+    path = root_with(tmp_path, monkeypatch, machine_shape="NvidiaTeslaP100")
+    notebook = str(make_notebook(tmp_path / "train.ipynb"))
+    argv = [notebook if arg == "TINY" else arg for arg in command]
+    code, out, err = run_cli([*argv, "--build-dir" if command[0] != "rehearse" else "--rehearsal-dir",
+                              str(tmp_path / "build")], capsys)
+    assert code == EXIT_ERROR and "Traceback" not in out + err
+    for part in (str(path), "'NvidiaTeslaP100'", "'NvidiaTeslaT4' (gpu)", "'TpuV5E8' (tpu)", "--accelerator"):
+        assert part in err, err
+    assert "credentials" not in err.lower() and not (tmp_path / "build").exists()
+
+
+def test_the_root_machine_shape_or_the_flag_chooses_the_accelerator(isolated, tmp_path, monkeypatch):
+    """Default: the root file's machine_shape (none: T4 x2); --accelerator (or --cpu) overrides it, even an unknown
+    one; --cpu and --accelerator together are refused by the parser."""
+    from tools.kaggle.build import resolve_accelerator
+    from tools.kaggle.commands import kaggle_parser
+
+    for shape, expected in (("TpuV5E8", "tpu"), ("NvidiaTeslaT4", "gpu"), (None, "gpu")):
+        root_with(tmp_path, monkeypatch, machine_shape=shape)
+        assert resolve_accelerator(None) == expected
+    root_with(tmp_path, monkeypatch, machine_shape="TpuV99")
+    assert [resolve_accelerator(flag) for flag in ("gpu", "tpu", "cpu")] == ["gpu", "tpu", "cpu"]
+    parser = kaggle_parser()
+    for command in (["push", "x.ipynb"], ["sweep", "x.ipynb"], ["analyze", "k-one"], ["rehearse", "x.ipynb"]):
+        assert parser.parse_args([*command, "--cpu"]).accelerator == "cpu"
+        assert parser.parse_args([*command, "--accelerator", "tpu"]).accelerator == "tpu"
+        assert parser.parse_args(command).accelerator is None
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--cpu", "--accelerator", "tpu"])
+
+
+def test_rehearsal_devices_stand_for_the_accelerators(tmp_path, monkeypatch, capsys):
+    """T4 x2: two logical CPU devices for TensorFlow; TPU v5e-8: eight JAX host devices (XLA's flag, JAX on the CPU)
+    for its eight chips; CPU: neither. A device count that does not fit the accelerator stops before any build."""
+    from tools.kaggle.rehearsal import kernel_env
+    from utils.accelerator import REHEARSAL_REPLICAS_ENV
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3 --xla_dump_to=/tmp/x")
+    gpu, tpu, cpu = (kernel_env(tmp_path, tmp_path, accelerator) for accelerator in ("gpu", "tpu", "cpu"))
+    assert gpu[REHEARSAL_REPLICAS_ENV] == "2" and "JAX_PLATFORMS" not in gpu
+    assert tpu[REHEARSAL_REPLICAS_ENV] == "8" and tpu["JAX_PLATFORMS"] == "cpu"
+    assert tpu["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=8"
+    assert REHEARSAL_REPLICAS_ENV not in cpu and "JAX_PLATFORMS" not in cpu
+    assert kernel_env(tmp_path, tmp_path, "tpu", devices=4)[REHEARSAL_REPLICAS_ENV] == "4"
+    notebook = str(make_notebook(tmp_path / "train.ipynb"))
+    for flags, refusal in ((["--replicas", "1"], "the GPU path needs at least 2 devices"),
+                           (["--accelerator", "tpu", "--replicas", "1"], "the TPU path needs at least 2 devices"),
+                           (["--cpu", "--replicas", "2"], "a CPU kernel runs on one device, not 2")):
+        code, out, err = run_cli(["rehearse", notebook, *flags, "--rehearsal-dir", str(tmp_path / "r")], capsys)
+        assert code == EXIT_ERROR and refusal in err and "Traceback" not in out + err, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_hours_are_measured_on_the_same_accelerator(tmp_path):
+    """A T4 x2 epoch says nothing of a TPU's: the estimate uses only the pulled runs whose build record names the
+    sweep's accelerator (a record without one ran on the GPU; the old "none" is the CPU)."""
+    from tools.kaggle.sweep import pulled_records, run_accelerator
+
+    for slug, accelerator, seconds in (("run-gpu", "gpu", 3600.0), ("run-tpu", "tpu", 600.0),
+                                       ("run-old", None, 7200.0), ("run-none", "none", 99.0)):
+        (tmp_path / slug / "train").mkdir(parents=True)
+        (tmp_path / slug / "train" / "metrics.json").write_text(json.dumps({"training_seconds": seconds,
+                                                                             "epochs_run": 10}))
+        if accelerator:
+            (tmp_path / slug / BUILD_RECORD).write_text(json.dumps({"accelerator": accelerator}))
+    slugs = ["run-gpu", "run-tpu", "run-old", "run-none"]
+    assert [run_accelerator(tmp_path / slug) for slug in slugs] == ["gpu", "tpu", "gpu", "cpu"]
+    assert measured_epoch_seconds(tmp_path, slugs) == pytest.approx(540.0)  # mean of 360 and 720
+    assert measured_epoch_seconds(tmp_path, slugs, "tpu") == pytest.approx(60.0)
+    assert measured_epoch_seconds(tmp_path, ["run-gpu"], "tpu") is None
+    assert sorted(pulled_records(tmp_path, slugs, "gpu")) == ["run-gpu", "run-old"]
+    assert sorted(pulled_records(tmp_path, slugs)) == sorted(slugs)
 
 
 def test_build_refuses_a_secret_in_utils(creds, tmp_path, monkeypatch):
