@@ -724,6 +724,80 @@ def test_gpu_kernel_without_a_gpu_stops_at_once(stand_in, tmp_path, capsys):
     assert json.loads((tmp_path / "results" / "cpu-meant" / "results" / "run" / "metrics.json").read_text())["finished"]
 
 
+SESSION_BODY = """\
+import json, os, sys
+from utils import runtime
+names = ("KAGGLE_REHEARSAL_REPLICAS", "XLA_FLAGS", "JAX_PLATFORMS", "KERAS_BACKEND")
+runtime.write_json(runtime.working_root() / "session.json",
+                   {**{name: os.environ.get(name) for name in names}, "keras_imported": "keras" in sys.modules})
+"""
+
+
+def test_push_asks_kaggle_for_the_accelerator(stand_in, tmp_path, monkeypatch, capsys):
+    """--accelerator tpu sends machineShape TpuV5E8 with enableTpu and without the root's docker image; Kaggle (the
+    stand-in) gives it a TPU session (8 JAX host devices here) in which the first cell chose Keras' JAX backend before
+    any import of Keras. The default sends T4 x2 (or the root file's shape); --accelerator cpu and --cpu neither."""
+    from tools.kaggle.sweep import run_accelerator
+
+    root_with(tmp_path, monkeypatch, docker_image="gcr.io/kaggle-images/python:v150",
+              docker_image_pinning_type="original")
+    stand_in.session_limit = 10  # the pushes below that are not waited for still run meanwhile
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells[1] = nbformat.v4.new_code_cell(SESSION_BODY)
+    nbformat.write(nb, str(notebook))
+    common = ["--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    code, out, err = run_cli(["push", str(notebook), "--slug", "on-the-tpu", "--accelerator", "tpu", "--pull",
+                              "--poll", "0.2", "--poll-max", "1", *common], capsys)
+    assert code == 0, err
+    assert "kaggle-cli/issues/1197" in err
+    sent = stand_in.method_calls("SaveKernel")[-1]["body"]
+    assert sent["machineShape"] == "TpuV5E8" and sent["enableTpu"] is True and sent["enableGpu"] is False
+    assert not sent.get("dockerImage") and not sent.get("dockerImagePinningType")
+    session = json.loads((tmp_path / "results" / "on-the-tpu" / "session.json").read_text())
+    assert session["KAGGLE_REHEARSAL_REPLICAS"] == "8" and session["JAX_PLATFORMS"] == "cpu"
+    assert "--xla_force_host_platform_device_count=8" in session["XLA_FLAGS"]
+    assert session["KERAS_BACKEND"] == "jax" and session["keras_imported"] is False
+    assert run_accelerator(tmp_path / "results" / "on-the-tpu") == "tpu"  # the pulled build record says so
+
+    def pushed(*flags: str) -> dict:
+        code, out, err = run_cli(["push", str(notebook), "--slug", f"push-{len(stand_in.calls)}", *flags, *common],
+                                 capsys)
+        assert code == 0, err
+        return stand_in.method_calls("SaveKernel")[-1]["body"]
+
+    sent = pushed()
+    assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableGpu"] is True and sent["enableTpu"] is False
+    for flags in (["--accelerator", "cpu"], ["--cpu"]):
+        sent = pushed(*flags)
+        assert not sent.get("machineShape") and sent["enableGpu"] is False and sent["enableTpu"] is False
+    root_with(tmp_path, monkeypatch, machine_shape="TpuV5E8")
+    assert pushed()["machineShape"] == "TpuV5E8"
+    assert pushed("--accelerator", "gpu")["machineShape"] == "NvidiaTeslaT4"  # the flag over the root file
+
+
+def test_a_sweep_is_checked_against_its_accelerators_quota(stand_in, tmp_path, capsys):
+    """GPU and TPU hours are separate weekly pools, read from the same `kaggle quota` answer: a TPU sweep is refused
+    by the TPU hours left however many GPU hours are, and the reverse; a CPU sweep checks no quota."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    argv = ["sweep", str(notebook), "--alphas", "0", "0.2", "--poll", "0.2", "--poll-max", "0.5",
+            "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    stand_in.gpu_hours_used, stand_in.tpu_hours_used = 0.0, 15.0
+    code, out, err = run_cli([*argv, "--accelerator", "tpu"], capsys)
+    assert code == EXIT_ERROR and not stand_in.method_calls("SaveKernel"), err
+    assert "expects about 18.0 TPU hours for 2 run(s)" in out and "TPU quota left this week: 5.0 of 20 h" in out
+    assert "of the TPU quota" in err and "--ignore-quota" in err
+    stand_in.gpu_hours_used, stand_in.tpu_hours_used = 25.0, 0.0
+    code, out, err = run_cli(argv, capsys)
+    assert code == EXIT_ERROR and not stand_in.method_calls("SaveKernel"), err
+    assert "GPU quota left this week: 5.0 of 30 h" in out and "of the GPU quota" in err
+    quota_calls = len(stand_in.method_calls("GetAcceleratorQuotaStatistics"))
+    stand_in.overrides["SaveKernel"] = (200, {"error": QUOTA_ERROR})  # nothing runs
+    code, out, err = run_cli([*argv, "--cpu"], capsys)
+    assert len(stand_in.method_calls("GetAcceleratorQuotaStatistics")) == quota_calls
+    assert "quota left" not in out and "expects about" not in out
+
+
 def test_sweep_says_its_gpu_hours_and_refuses_more_than_the_quota(stand_in, tmp_path, capsys):
     """Before pushing, the sweep sets the GPU hours it expects beside `kaggle quota`'s answer; more than is left this
     week is refused unless --ignore-quota."""
