@@ -12,11 +12,13 @@ it would to api.kaggle.com: POST /api/v1/kernels.KernelsApiService/<Method> with
   KAGGLE_KERNEL_RUN_TYPE set, no repository on the path, no credentials, writing /kaggle/working/__notebook__.ipynb
   while it runs; that file is deleted when the run ends, as on Kaggle.
 * A version pushed with enableGpu gets "GPU T4 x2" (two logical CPU replicas, as the rehearsal stands for them)
-  unless `gpu_granted` is False, as for an account that is not phone-verified: then it runs on the CPU.
+  unless `gpu_granted` is False, as for an account that is not phone-verified: then it runs on the CPU. One pushed
+  with machineShape "TpuV5E8" gets a TPU v5e-8 session: the rehearsal's TPU environment (8 JAX host devices standing
+  for its chips) unless `tpu_granted` is False.
 * Kernel sources past `max_kernel_sources` (None: no cap; Kaggle publishes none) come back in the push answer's
   `invalidKernelSources` and are not mounted, as Kaggle answers sources it cannot attach.
-* GetAcceleratorQuotaStatistics answers `gpu_hours_used` of `gpu_hours_allowed` (30) this week, as `kaggle quota`
-  reads them.
+* GetAcceleratorQuotaStatistics answers `gpu_hours_used` of `gpu_hours_allowed` (30) this week and, a pool apart,
+  `tpu_hours_used` of `tpu_hours_allowed` (20 here: a stand-in's number, not Kaggle's), as `kaggle quota` reads them.
 * GetKernelSessionStatus answers per version (`versionLabel` 'v<N>'; none: the latest), 404 for an unknown kernel.
 * ListKernelSessionOutput lists only what working/ holds (relative names, subfolders), `pageSize` at a time with a
   `nextPageToken`, plus the run log as Kaggle gives it: a JSON list of {stream_name, time, data} records.
@@ -32,7 +34,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tools.kaggle.rehearsal import REHEARSAL_REPLICAS, input_mount, kernel_command, kernel_env, make_read_only
+from tools.kaggle.rehearsal import input_mount, kernel_command, kernel_env, make_read_only
+from utils.accelerator import MACHINE_SHAPES
 from utils.runtime import EXECUTED_NOTEBOOK
 
 SESSION_LIMIT_ERROR = "Maximum batch GPU session count of 2 reached."
@@ -55,8 +58,10 @@ class KaggleStandIn:
         self.overrides: dict[str, tuple[int, dict]] = {}  # method -> (HTTP code, answer) given instead
         self.layout = "2026"  # how inputs are mounted: "2026" (datasets/, notebooks/) or "legacy" (<slug>/)
         self.gpu_granted = True  # False: the account may not use GPUs (not phone-verified); GPU kernels get a CPU
+        self.tpu_granted = True  # False: TPU kernels get a CPU
         self.max_kernel_sources: int | None = None
         self.gpu_hours_used, self.gpu_hours_allowed = 0.0, 30.0
+        self.tpu_hours_used, self.tpu_hours_allowed = 0.0, 20.0
         self.max_active = 0  # the most sessions seen running at once (ours and foreign)
         self.refusals: list[str] = []
         self.lock = threading.Lock()
@@ -109,7 +114,9 @@ class KaggleStandIn:
         if method == "GetAcceleratorQuotaStatistics":
             return 200, {"quotaRefreshTime": "2026-12-05T00:00:00Z",
                          "gpuQuota": {"timeUsed": f"{self.gpu_hours_used * 3600:.3f}s",
-                                      "totalTimeAllowed": f"{self.gpu_hours_allowed * 3600:.3f}s"}}
+                                      "totalTimeAllowed": f"{self.gpu_hours_allowed * 3600:.3f}s"},
+                         "tpuQuota": {"timeUsed": f"{self.tpu_hours_used * 3600:.3f}s",
+                                      "totalTimeAllowed": f"{self.tpu_hours_allowed * 3600:.3f}s"}}
         ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
         version = self.version(ref, body.get("versionLabel"))
         if version is None:
@@ -213,11 +220,11 @@ class KaggleStandIn:
         working.mkdir()
         notebook.write_text(version["body"]["text"])
         self.attach_sources(version, input_dir)
-        # The kernel's folders and environment as Kaggle sets them up: T4 x2 as two CPU replicas when a GPU was asked
-        # for and granted, else the CPU; internet as pushed.
-        gpus = bool(version["body"].get("enableGpu")) and self.gpu_granted
-        env = kernel_env(input_dir, working, replicas=REHEARSAL_REPLICAS if gpus else 1,
-                         internet=bool(version["body"].get("enableInternet")))
+        # The kernel's folders and environment as Kaggle sets them up: the machine_shape decides (T4 x2 as two CPU
+        # replicas, a TPU v5e-8 as 8 JAX host devices) when that accelerator is granted, else the CPU; internet as
+        # pushed.
+        version["accelerator"] = self.session_accelerator(version["body"])
+        env = kernel_env(input_dir, working, version["accelerator"], internet=bool(version["body"].get("enableInternet")))
         version["state"] = "RUNNING"
         started, records = time.monotonic(), []
         with subprocess.Popen(kernel_command(notebook, working), cwd=working, env=env, stdout=subprocess.PIPE,
@@ -231,6 +238,13 @@ class KaggleStandIn:
         if process.returncode:
             version["failure"] = "Your notebook tried to run a cell that raised an exception."
         version["state"] = "COMPLETE" if process.returncode == 0 else "ERROR"
+
+    def session_accelerator(self, body: dict) -> str:
+        """The accelerator a pushed version's session gets: its machineShape's (enableGpu alone: the T4s), if granted."""
+        shape = body.get("machineShape") or (MACHINE_SHAPES["gpu"] if body.get("enableGpu") else None)
+        asked = next((name for name, known in MACHINE_SHAPES.items() if known == shape), "cpu")
+        granted = {"gpu": self.gpu_granted, "tpu": self.tpu_granted, "cpu": True}[asked]
+        return asked if granted else "cpu"
 
     def add_version(self, ref: str, state: str, files: dict[str, str] | None = None, log: str = "") -> dict:
         """A version that ran before the test (e.g. an older one, or one cancelled in the browser)."""

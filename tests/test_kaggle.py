@@ -189,16 +189,170 @@ def test_build_for_the_cpu_and_a_resume(creds, tmp_path):
     """--cpu asks Kaggle for no accelerator and tells the kernel so; a resume attaches that kernel and says which run
     the kernel must find (both in the record the generated cell writes and checks)."""
     notebook = make_notebook(tmp_path / "src" / "train.ipynb")
-    folder = build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", gpu=False,
+    folder = build_kernel(notebook, {}, USER, "train on cpu", build_root=tmp_path / "b", accelerator="cpu",
                           resume_from="tester/train-alpha-0-2", kernel_sources=("tester/other-run",))
     meta = json.loads((folder / "kernel-metadata.json").read_text())
-    assert meta["enable_gpu"] is False and "machine_shape" not in meta
+    assert meta["enable_gpu"] is False and meta["enable_tpu"] is False and "machine_shape" not in meta
     assert meta["kernel_sources"] == ["tester/other-run", "tester/train-alpha-0-2"]
     cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), UTILS_CELL_TAG)[0]
     record = json.loads(re.search(r"KAGGLE_BUILD = json.loads\((.*)\)", cell).group(1)[1:-1].encode().decode(
         "unicode_escape"))
-    assert record["accelerator"] == "none" and record["resume_from"] == "tester/train-alpha-0-2"
+    assert record["accelerator"] == "cpu" and record["resume_from"] == "tester/train-alpha-0-2"
+    assert record["keras_backend"] == "tensorflow"
     assert "check_accelerator(KAGGLE_BUILD['accelerator'])" in cell
+
+
+def build_record(folder: Path, notebook: str) -> dict:
+    """The KAGGLE_BUILD record of a built kernel's generated first cell."""
+    cell = cells_tagged(json.loads((folder / notebook).read_text()), UTILS_CELL_TAG)[0]
+    return json.loads(re.search(r"KAGGLE_BUILD = json.loads\((.*)\)", cell).group(1)[1:-1].encode().decode(
+        "unicode_escape"))
+
+
+def root_with(tmp_path: Path, monkeypatch, **change) -> Path:
+    """A root kernel-metadata.json with these keys changed (None: removed), in place of the repository's."""
+    root = json.loads((REPO_ROOT / "kernel-metadata.json").read_text())
+    root.update(change)
+    path = tmp_path / "root-metadata.json"
+    path.write_text(json.dumps({key: value for key, value in root.items() if value is not None}))
+    monkeypatch.setattr("tools.kaggle.build.ROOT_METADATA", path)
+    return path
+
+
+def test_build_for_a_tpu(creds, tmp_path, monkeypatch, capsys):
+    """A TPU v5e-8 push: machine_shape TpuV5E8 with enable_tpu, no GPU, and none of the root's docker image settings
+    (a TPU push with a pinned image ran on the CPU image: kaggle-cli issue 1197, said in a warning). Its training
+    records the JAX backend (only JAX sees the TPU); the analysis stays on TensorFlow, as does everything on a GPU."""
+    root_with(tmp_path, monkeypatch, docker_image="gcr.io/kaggle-images/python:v150",
+              docker_image_pinning_type="original")
+    train, analyze = make_notebook(tmp_path / "src" / "train.ipynb"), make_notebook(tmp_path / "src" / "analyze.ipynb")
+    folder = build_kernel(train, {}, USER, "train on tpu", build_root=tmp_path / "b", accelerator="tpu")
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["machine_shape"] == "TpuV5E8" and meta["enable_tpu"] is True and meta["enable_gpu"] is False
+    assert "docker_image" not in meta and "docker_image_pinning_type" not in meta
+    err = capsys.readouterr().err
+    assert "docker_image, docker_image_pinning_type" in err and "kaggle-cli/issues/1197" in err
+    assert {key: build_record(folder, "train.ipynb")[key] for key in ("accelerator", "keras_backend")} == \
+        {"accelerator": "tpu", "keras_backend": "jax"}
+    folder = build_kernel(analyze, {}, USER, "analyze on tpu", build_root=tmp_path / "b", accelerator="tpu")
+    assert build_record(folder, "analyze.ipynb")["keras_backend"] == "tensorflow"
+    capsys.readouterr()
+    for notebook in (train, analyze):
+        folder = build_kernel(notebook, {}, USER, f"{notebook.stem} on gpu", build_root=tmp_path / "b")
+        record, meta = build_record(folder, notebook.name), json.loads((folder / "kernel-metadata.json").read_text())
+        assert record["accelerator"] == "gpu" and record["keras_backend"] == "tensorflow"
+        assert meta["machine_shape"] == "NvidiaTeslaT4" and meta["enable_gpu"] is True and meta["enable_tpu"] is False
+        assert meta["docker_image"] == "gcr.io/kaggle-images/python:v150"  # a GPU kernel keeps the root's image
+    assert "docker_image" not in capsys.readouterr().err
+    with pytest.raises(KaggleError, match="accelerator 'none' is invalid"):
+        build_kernel(train, {}, USER, "train on none", build_root=tmp_path / "b", accelerator="none")
+
+
+def test_generated_cell_selects_the_backend_before_keras(creds, tmp_path):
+    """The first cell sets KERAS_BACKEND from the record before anything imports Keras (its backend is fixed at the
+    first import): run in a fresh interpreter that refuses any import of keras, tensorflow or jax, off Kaggle (where
+    the accelerator check does nothing)."""
+    notebook = make_notebook(tmp_path / "src" / "train.ipynb")
+    folder = build_kernel(notebook, {}, USER, "train on tpu", build_root=tmp_path / "b", accelerator="tpu")
+    cell = cells_tagged(json.loads((folder / "train.ipynb").read_text()), UTILS_CELL_TAG)[0]
+    assert cell.index("select_backend(KAGGLE_BUILD['keras_backend'])") < \
+        cell.index("check_accelerator(KAGGLE_BUILD['accelerator'])")
+    guard = ("import importlib.abc, sys\n"
+             "class NoKeras(importlib.abc.MetaPathFinder):\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] in ('keras', 'tensorflow', 'jax'):\n"
+             "            raise ImportError(f'{name} imported by the first cell')\n"
+             "sys.meta_path.insert(0, NoKeras())\n")
+    script = guard + cell + ("\nprint(json.dumps({'backend': os.environ.get('KERAS_BACKEND'), 'imported': sorted("
+                             "m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'jax'))}))\n")
+    (tmp_path / "cell.py").write_text(script)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "KERAS_BACKEND") and not k.startswith("KAGGLE_")}
+    done = subprocess.run([sys.executable, "cell.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"backend": "jax", "imported": []}
+
+
+@pytest.mark.parametrize("command", [["push", "TINY"], ["sweep", "TINY", "--alphas", "0", "0.2"],
+                                     ["analyze", "faces-alpha-0", "faces-alpha-0-2"], ["rehearse", "TINY"]])
+def test_an_unknown_root_machine_shape_stops_before_anything_is_built(isolated, tmp_path, monkeypatch, capsys,
+                                                                         command):
+    """A machine_shape in the root kernel-metadata.json that is not T4 x2's or TPU v5e-8's (e.g. the retired P100)
+    stops every command at once, before credentials, builds or pushes: the file, the value, the shapes known and
+    the flag that chooses instead."""
+    path = root_with(tmp_path, monkeypatch, machine_shape="NvidiaTeslaP100")
+    notebook = str(make_notebook(tmp_path / "train.ipynb"))
+    argv = [notebook if arg == "TINY" else arg for arg in command]
+    code, out, err = run_cli([*argv, "--build-dir" if command[0] != "rehearse" else "--rehearsal-dir",
+                              str(tmp_path / "build")], capsys)
+    assert code == EXIT_ERROR and "Traceback" not in out + err
+    for part in (str(path), "'NvidiaTeslaP100'", "'NvidiaTeslaT4' (gpu)", "'TpuV5E8' (tpu)", "--accelerator"):
+        assert part in err, err
+    assert "credentials" not in err.lower() and not (tmp_path / "build").exists()
+
+
+def test_the_root_machine_shape_or_the_flag_chooses_the_accelerator(isolated, tmp_path, monkeypatch):
+    """Default: the root file's machine_shape (none: T4 x2); --accelerator (or --cpu) overrides it, even an unknown
+    one; --cpu and --accelerator together are refused by the parser."""
+    from tools.kaggle.build import resolve_accelerator
+    from tools.kaggle.commands import kaggle_parser
+
+    for shape, expected in (("TpuV5E8", "tpu"), ("NvidiaTeslaT4", "gpu"), (None, "gpu")):
+        root_with(tmp_path, monkeypatch, machine_shape=shape)
+        assert resolve_accelerator(None) == expected
+    root_with(tmp_path, monkeypatch, machine_shape="TpuV99")
+    assert [resolve_accelerator(flag) for flag in ("gpu", "tpu", "cpu")] == ["gpu", "tpu", "cpu"]
+    parser = kaggle_parser()
+    for command in (["push", "x.ipynb"], ["sweep", "x.ipynb"], ["analyze", "k-one"], ["rehearse", "x.ipynb"]):
+        assert parser.parse_args([*command, "--cpu"]).accelerator == "cpu"
+        assert parser.parse_args([*command, "--accelerator", "tpu"]).accelerator == "tpu"
+        assert parser.parse_args(command).accelerator is None
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--cpu", "--accelerator", "tpu"])
+
+
+def test_rehearsal_devices_stand_for_the_accelerators(tmp_path, monkeypatch, capsys):
+    """T4 x2: two logical CPU devices for TensorFlow; TPU v5e-8: eight JAX host devices (XLA's flag, JAX on the CPU)
+    for its eight chips; CPU: neither. A device count that does not fit the accelerator stops before any build."""
+    from tools.kaggle.rehearsal import kernel_env
+    from utils.accelerator import REHEARSAL_REPLICAS_ENV
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3 --xla_dump_to=/tmp/x")
+    gpu, tpu, cpu = (kernel_env(tmp_path, tmp_path, accelerator) for accelerator in ("gpu", "tpu", "cpu"))
+    assert gpu[REHEARSAL_REPLICAS_ENV] == "2" and "JAX_PLATFORMS" not in gpu
+    assert tpu[REHEARSAL_REPLICAS_ENV] == "8" and tpu["JAX_PLATFORMS"] == "cpu"
+    assert tpu["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=8"
+    assert REHEARSAL_REPLICAS_ENV not in cpu and "JAX_PLATFORMS" not in cpu
+    assert kernel_env(tmp_path, tmp_path, "tpu", devices=4)[REHEARSAL_REPLICAS_ENV] == "4"
+    notebook = str(make_notebook(tmp_path / "train.ipynb"))
+    for flags, refusal in ((["--replicas", "1"], "the GPU path needs at least 2 devices"),
+                           (["--accelerator", "tpu", "--replicas", "1"], "the TPU path needs at least 2 devices"),
+                           (["--cpu", "--replicas", "2"], "a CPU kernel runs on one device, not 2")):
+        code, out, err = run_cli(["rehearse", notebook, *flags, "--rehearsal-dir", str(tmp_path / "r")], capsys)
+        assert code == EXIT_ERROR and refusal in err and "Traceback" not in out + err, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_hours_are_measured_on_the_same_accelerator(tmp_path):
+    """A T4 x2 epoch says nothing of a TPU's: the estimate uses only the pulled runs whose build record names the
+    sweep's accelerator (a record without one ran on the GPU; the old "none" is the CPU)."""
+    from tools.kaggle.sweep import pulled_records, run_accelerator
+
+    for slug, accelerator, seconds in (("run-gpu", "gpu", 3600.0), ("run-tpu", "tpu", 600.0),
+                                       ("run-old", None, 7200.0), ("run-none", "none", 99.0)):
+        (tmp_path / slug / "train").mkdir(parents=True)
+        (tmp_path / slug / "train" / "metrics.json").write_text(json.dumps({"training_seconds": seconds,
+                                                                             "epochs_run": 10}))
+        if accelerator:
+            (tmp_path / slug / BUILD_RECORD).write_text(json.dumps({"accelerator": accelerator}))
+    slugs = ["run-gpu", "run-tpu", "run-old", "run-none"]
+    assert [run_accelerator(tmp_path / slug) for slug in slugs] == ["gpu", "tpu", "gpu", "cpu"]
+    assert measured_epoch_seconds(tmp_path, slugs) == pytest.approx(540.0)  # mean of 360 and 720
+    assert measured_epoch_seconds(tmp_path, slugs, "tpu") == pytest.approx(60.0)
+    assert measured_epoch_seconds(tmp_path, ["run-gpu"], "tpu") is None
+    assert sorted(pulled_records(tmp_path, slugs, "gpu")) == ["run-gpu", "run-old"]
+    assert sorted(pulled_records(tmp_path, slugs)) == sorted(slugs)
 
 
 def test_build_refuses_a_secret_in_utils(creds, tmp_path, monkeypatch):
@@ -568,6 +722,80 @@ def test_gpu_kernel_without_a_gpu_stops_at_once(stand_in, tmp_path, capsys):
     sent = stand_in.method_calls("SaveKernel")[-1]["body"]
     assert sent["enableGpu"] is False and not sent.get("machineShape")
     assert json.loads((tmp_path / "results" / "cpu-meant" / "results" / "run" / "metrics.json").read_text())["finished"]
+
+
+SESSION_BODY = """\
+import json, os, sys
+from utils import runtime
+names = ("KAGGLE_REHEARSAL_REPLICAS", "XLA_FLAGS", "JAX_PLATFORMS", "KERAS_BACKEND")
+runtime.write_json(runtime.working_root() / "session.json",
+                   {**{name: os.environ.get(name) for name in names}, "keras_imported": "keras" in sys.modules})
+"""
+
+
+def test_push_asks_kaggle_for_the_accelerator(stand_in, tmp_path, monkeypatch, capsys):
+    """--accelerator tpu sends machineShape TpuV5E8 with enableTpu and without the root's docker image; Kaggle (the
+    stand-in) gives it a TPU session (8 JAX host devices here) in which the first cell chose Keras' JAX backend before
+    any import of Keras. The default sends T4 x2 (or the root file's shape); --accelerator cpu and --cpu neither."""
+    from tools.kaggle.sweep import run_accelerator
+
+    root_with(tmp_path, monkeypatch, docker_image="gcr.io/kaggle-images/python:v150",
+              docker_image_pinning_type="original")
+    stand_in.session_limit = 10  # the pushes below that are not waited for still run meanwhile
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells[1] = nbformat.v4.new_code_cell(SESSION_BODY)
+    nbformat.write(nb, str(notebook))
+    common = ["--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    code, out, err = run_cli(["push", str(notebook), "--slug", "on-the-tpu", "--accelerator", "tpu", "--pull",
+                              "--poll", "0.2", "--poll-max", "1", *common], capsys)
+    assert code == 0, err
+    assert "kaggle-cli/issues/1197" in err
+    sent = stand_in.method_calls("SaveKernel")[-1]["body"]
+    assert sent["machineShape"] == "TpuV5E8" and sent["enableTpu"] is True and sent["enableGpu"] is False
+    assert not sent.get("dockerImage") and not sent.get("dockerImagePinningType")
+    session = json.loads((tmp_path / "results" / "on-the-tpu" / "session.json").read_text())
+    assert session["KAGGLE_REHEARSAL_REPLICAS"] == "8" and session["JAX_PLATFORMS"] == "cpu"
+    assert "--xla_force_host_platform_device_count=8" in session["XLA_FLAGS"]
+    assert session["KERAS_BACKEND"] == "jax" and session["keras_imported"] is False
+    assert run_accelerator(tmp_path / "results" / "on-the-tpu") == "tpu"  # the pulled build record says so
+
+    def pushed(*flags: str) -> dict:
+        code, out, err = run_cli(["push", str(notebook), "--slug", f"push-{len(stand_in.calls)}", *flags, *common],
+                                 capsys)
+        assert code == 0, err
+        return stand_in.method_calls("SaveKernel")[-1]["body"]
+
+    sent = pushed()
+    assert sent["machineShape"] == "NvidiaTeslaT4" and sent["enableGpu"] is True and sent["enableTpu"] is False
+    for flags in (["--accelerator", "cpu"], ["--cpu"]):
+        sent = pushed(*flags)
+        assert not sent.get("machineShape") and sent["enableGpu"] is False and sent["enableTpu"] is False
+    root_with(tmp_path, monkeypatch, machine_shape="TpuV5E8")
+    assert pushed()["machineShape"] == "TpuV5E8"
+    assert pushed("--accelerator", "gpu")["machineShape"] == "NvidiaTeslaT4"  # the flag over the root file
+
+
+def test_a_sweep_is_checked_against_its_accelerators_quota(stand_in, tmp_path, capsys):
+    """GPU and TPU hours are separate weekly pools, read from the same `kaggle quota` answer: a TPU sweep is refused
+    by the TPU hours left however many GPU hours are, and the reverse; a CPU sweep checks no quota."""
+    notebook = make_notebook(tmp_path / "train.ipynb")
+    argv = ["sweep", str(notebook), "--alphas", "0", "0.2", "--poll", "0.2", "--poll-max", "0.5",
+            "--build-dir", str(tmp_path / "b"), "--results-dir", str(tmp_path / "results")]
+    stand_in.gpu_hours_used, stand_in.tpu_hours_used = 0.0, 15.0
+    code, out, err = run_cli([*argv, "--accelerator", "tpu"], capsys)
+    assert code == EXIT_ERROR and not stand_in.method_calls("SaveKernel"), err
+    assert "expects about 18.0 TPU hours for 2 run(s)" in out and "TPU quota left this week: 5.0 of 20 h" in out
+    assert "of the TPU quota" in err and "--ignore-quota" in err
+    stand_in.gpu_hours_used, stand_in.tpu_hours_used = 25.0, 0.0
+    code, out, err = run_cli(argv, capsys)
+    assert code == EXIT_ERROR and not stand_in.method_calls("SaveKernel"), err
+    assert "GPU quota left this week: 5.0 of 30 h" in out and "of the GPU quota" in err
+    quota_calls = len(stand_in.method_calls("GetAcceleratorQuotaStatistics"))
+    stand_in.overrides["SaveKernel"] = (200, {"error": QUOTA_ERROR})  # nothing runs
+    code, out, err = run_cli([*argv, "--cpu"], capsys)
+    assert len(stand_in.method_calls("GetAcceleratorQuotaStatistics")) == quota_calls
+    assert "quota left" not in out and "expects about" not in out
 
 
 def test_sweep_says_its_gpu_hours_and_refuses_more_than_the_quota(stand_in, tmp_path, capsys):

@@ -91,3 +91,15 @@ def test_cost_and_power_statement():
     assert measured == 5.0
     assert "5.00 h per run (measured from a finished run of this plan)" in study_plan.cost_lines(plan, measured)[0]
     assert "takes 2 week(s)" in study_plan.cost_lines(plan, measured)[1]  # 6 runs a week
+
+
+def test_cost_names_the_accelerators_quota_pool():
+    """GPU and TPU hours are separate weekly quotas: the quota line names the pool; a TPU plan uses the TPU hours
+    Kaggle reported (the plan's weekly_quota_hours is the GPU pool's), and says so when none were reported."""
+    plan = study_plan.load_plan(REPO_ROOT / "params" / "study-alpha.yaml")
+    assert "of a 30 GPU h weekly quota" in study_plan.cost_lines(plan, None, "gpu")[1]
+    tpu = study_plan.cost_lines(plan, None, "tpu", weekly_quota_hours=20.0)[1]
+    assert "4.8 weeks of a 20 TPU h weekly quota" in tpu and "GPU" not in tpu
+    assert "did not report the weekly TPU quota" in study_plan.cost_lines(plan, None, "tpu")[1]
+    cpu = study_plan.cost_lines(plan, None, "cpu")
+    assert len(cpu) == 2 and not any(line.startswith("quota:") for line in cpu)  # a CPU plan spends no quota

@@ -35,7 +35,8 @@ TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
 ANALYZE_NOTEBOOK = NOTEBOOKS / "analyze.ipynb"
 ROBUSTNESS_NOTEBOOK = NOTEBOOKS / "robustness.ipynb"
 # Written into the working folder by the generated first cell of every pushed notebook (tools.kaggle): what the push
-# asked for (commit, params, notebook, slug, "accelerator": "gpu"/"tpu"/"none", "resume_from": a kernel ref or null).
+# asked for (commit, params, notebook, slug, "accelerator": "gpu"/"tpu"/"cpu" (builds before 2026-12 wrote "none" for
+# "cpu"), "keras_backend": the backend its first cell selected, "resume_from": a kernel ref or null).
 BUILD_RECORD = "kaggle-build.json"
 # Where Kaggle mounts what a kernel attaches, under the input folder: since 2026 datasets/<owner>/<slug> and
 # notebooks/<owner>/<slug> (an earlier kernel's output), some with versions/<N> below; older kernels saw <slug>.

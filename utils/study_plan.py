@@ -217,10 +217,15 @@ def measured_hours(plan: Mapping[str, Any], records: list[Mapping[str, Any]]) ->
     return sum(hours) / len(hours) if hours else None
 
 
-def cost_lines(plan: Mapping[str, Any], measured_hours: float | None = None) -> list[str]:
+def cost_lines(plan: Mapping[str, Any], measured_hours: float | None = None, accelerator: str = "gpu",
+               weekly_quota_hours: float | None = None) -> list[str]:
     """What the plan costs and can detect, said before its first run: runs, hours per run (measured when a run of
     the plan finished, else the plan's estimate), weeks of quota at the plan's sessions, and the detectable
-    difference at 80% power under the assumed spread."""
+    difference at 80% power under the assumed spread.
+
+    The quota is the accelerator's pool ("gpu" or "tpu": separate weekly quotas; "cpu" spends none): its weekly hours
+    as Kaggle reported them (`weekly_quota_hours`), else the plan's cost.weekly_quota_hours, which is the GPU pool's.
+    """
     runs = len(plan["slopes"]) * len(plan["seeds"])
     cost, primary = plan["cost"], plan["primary"]
     per_run = measured_hours if measured_hours is not None else cost["hours_per_run"]
@@ -228,13 +233,18 @@ def cost_lines(plan: Mapping[str, Any], measured_hours: float | None = None) -> 
     total = per_run * runs
     lines = [f"plan {plan['name']} ({plan['hash']}): {len(plan['slopes'])} slopes x {len(plan['seeds'])} seeds = "
              f"{runs} runs, {per_run:.2f} h per run ({how}), {total:.1f} h in all"]
-    if cost["weekly_quota_hours"]:
-        quota, sessions = cost["weekly_quota_hours"], cost["sessions"]
+    pool = accelerator.upper()
+    quota = weekly_quota_hours or (cost["weekly_quota_hours"] if accelerator == "gpu" else None)
+    if quota:
+        sessions = cost["sessions"]
         per_week = max(1, math.floor(quota / per_run))
-        lines.append(f"quota: {total:.0f} h is {total / quota:.1f} weeks of a {quota:g} GPU h weekly quota; at "
+        lines.append(f"quota: {total:.0f} h is {total / quota:.1f} weeks of a {quota:g} {pool} h weekly quota; at "
                      f"{per_week} whole run(s) a week the plan takes {math.ceil(runs / per_week)} week(s), "
                      f"{sessions} session(s) at once running each week's share in about "
                      f"{math.ceil(min(per_week, runs) / sessions) * per_run:.0f} h")
+    elif accelerator == "tpu":
+        lines.append("quota: Kaggle did not report the weekly TPU quota (a pool apart from the GPU hours the plan's "
+                     "cost.weekly_quota_hours gives), so the weeks the plan takes on a TPU are not known")
     sd = study_tests.pair_sd(primary["assumed_seed_sd"], primary["assumed_image_sd"], primary["test_images"])
     mde = study_tests.detectable_difference(len(plan["seeds"]), sd, 1 - primary["significance_level"])
     lines.append(f"power: with {len(plan['seeds'])} seed pairs and {primary['test_images']} test images, the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tools.kaggle.build import build_kernel, check_parameters, fit_title
+from tools.kaggle.build import build_kernel, check_parameters, fit_title, resolve_accelerator
 from tools.kaggle.calls import follow, kernel_ref, push_folder
 from tools.notebook import ANALYZE_NOTEBOOK
 
@@ -30,7 +30,8 @@ def push_analysis(api: Any, user: str, kernels: list[str], params: dict[str, Any
     check_parameters(ANALYZE_NOTEBOOK, params)
     title = analysis_title(refs, args.slug)
     folder = build_kernel(ANALYZE_NOTEBOOK, params, user, title, private=not args.public, build_root=args.build_dir,
-                          internet=args.internet, kernel_sources=tuple(refs), gpu=not args.cpu)
+                          internet=args.internet, kernel_sources=tuple(refs),
+                          accelerator=resolve_accelerator(args.accelerator))
     print(f"built {folder}, attaching the outputs of {len(refs)} training kernel(s)", flush=True)
     return follow(api, push_folder(api, folder), args)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from tools.kaggle.cli import CLI_MISSING, KaggleError, secret_values
 from tools.notebook import check_notebook_parameters, notebook_defaults
+from utils.accelerator import ACCELERATORS, MACHINE_SHAPES, keras_backend_for
 from utils.runtime import BUILD_RECORD, REPO_ROOT, write_atomic
 
 ROOT_METADATA = REPO_ROOT / "kernel-metadata.json"
@@ -27,7 +28,10 @@ UTILS_DIR = REPO_ROOT / "utils"
 
 METADATA_FILE = "kernel-metadata.json"
 UTILS_CELL_TAG = "kaggle-utils"
-MACHINE_SHAPE_T4X2 = "NvidiaTeslaT4"  # "GPU T4 x2"; enable_gpu alone asked for the retired P100
+# Docker image settings a TPU kernel must not carry: a TPU push with a pinned docker_image ran on the CPU image
+# (github.com/Kaggle/kaggle-cli/issues/1197); without one Kaggle picks its TPU image (jax[tpu] beside tensorflow-cpu).
+DOCKER_KEYS = ("docker_image", "docker_image_pinning_type")
+TPU_DOCKER_ISSUE = "https://github.com/Kaggle/kaggle-cli/issues/1197"
 # Keras' ResNet50 no-top weights (keras/src/applications/resnet.py), what weights="imagenet" downloads.
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{IMAGENET_NOTOP_FILE}"
@@ -91,28 +95,63 @@ def variant_title(notebook: Path, params_file: str | None, cli_params: list[tupl
     return fit_title(parts, identity)
 
 
+def root_accelerator(root: dict[str, Any], path: Path | None = None) -> str:
+    """The accelerator the root kernel-metadata.json asks for by its machine_shape (utils.accelerator.MACHINE_SHAPES:
+    NvidiaTeslaT4 is "gpu", TpuV5E8 "tpu"; none: "gpu"); any other shape is refused, naming the flag that overrides it."""
+    shape = root.get("machine_shape")
+    if not shape:
+        return "gpu"
+    for accelerator, known in MACHINE_SHAPES.items():
+        if shape == known:
+            return accelerator
+    shapes = ", ".join(f"{known!r} ({accelerator})" for accelerator, known in MACHINE_SHAPES.items())
+    raise KaggleError(f"{Path(path or ROOT_METADATA)}: machine_shape {shape!r} is not one this tool knows ({shapes}); "
+                      "set one of those there, or choose with --accelerator gpu|tpu|cpu. Nothing was built or pushed")
+
+
+def resolve_accelerator(flag: str | None, root_metadata: Path | None = None) -> str:
+    """The accelerator of a push: the --accelerator (or --cpu) given, else what the root kernel-metadata.json's
+    machine_shape asks for (checked before anything is built)."""
+    if flag is not None:
+        if flag not in ACCELERATORS:
+            raise KaggleError(f"--accelerator {flag!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+        return flag
+    return root_accelerator(load_root_metadata(root_metadata), root_metadata)
+
+
 def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str, private: bool = True,
-                    internet: bool = False, kernel_sources: tuple[str, ...] = (), gpu: bool = True) -> dict[str, Any]:
-    """A pushed kernel's metadata: the root file's sources and settings, our id/title/code, T4 x2 (or, with
-    gpu=False, no accelerator), internet off."""
+                    internet: bool = False, kernel_sources: tuple[str, ...] = (),
+                    accelerator: str = "gpu") -> dict[str, Any]:
+    """A pushed kernel's metadata: the root file's sources and settings, our id/title/code, internet off, and the
+    machine of `accelerator`: "gpu" GPU T4 x2, "tpu" TPU v5e-8 (without the root's docker image), "cpu" none."""
+    if accelerator not in ACCELERATORS:
+        raise KaggleError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
     meta = {"id": f"{owner}/{slugify(title)}"}
     meta.update({key: value for key, value in root.items() if key not in ("id", "id_no")})
     meta.update({
         "title": title,
         "code_file": code_file,
         "is_private": private,
-        "enable_gpu": bool(gpu),
-        "enable_tpu": False,
+        # machine_shape decides the machine; the CLI still sends these flags (kagglesdk marks them deprecated).
+        "enable_gpu": accelerator == "gpu",
+        "enable_tpu": accelerator == "tpu",
         # The CLI defaults internet to on (kaggle 2.2.5 kernels_push, kaggle_api_extended.py:7268); the run must not
         # depend on it (utils travel inside the notebook).
         "enable_internet": bool(internet),
-        "machine_shape": root.get("machine_shape") or MACHINE_SHAPE_T4X2,
         # Earlier kernels' outputs, attached read-only under /kaggle/input: a run to continue from its backup, or
         # the training runs an analysis compares.
         "kernel_sources": list(dict.fromkeys([*root.get("kernel_sources", []), *kernel_sources])),
     })
-    if not gpu:
-        meta.pop("machine_shape")  # no accelerator: the CLI's default CPU session
+    if accelerator in MACHINE_SHAPES:  # (for GPU T4 x2: enable_gpu alone asked for the retired P100)
+        meta["machine_shape"] = MACHINE_SHAPES[accelerator]
+    else:
+        meta.pop("machine_shape", None)  # no accelerator: the CLI's default CPU session
+    dropped = [key for key in DOCKER_KEYS if key in meta] if accelerator == "tpu" else []
+    if dropped:
+        for key in dropped:
+            del meta[key]
+        print(f"warning: {', '.join(dropped)} of the root kernel-metadata.json left out of the TPU kernel: a TPU push with a "
+              f"pinned docker image ran on the CPU image ({TPU_DOCKER_ISSUE})", file=sys.stderr, flush=True)
     return meta
 
 
@@ -184,15 +223,19 @@ def utils_cell_source(payload: bytes, record: dict[str, Any]) -> str:
         "    del sys.modules[_name]  # a `utils` imported before (e.g. from the image) must not shadow ours",
         "sys.path.insert(0, _utils_root)",
         "os.environ['UTILS_GIT_COMMIT'] = KAGGLE_BUILD['commit']",
-        "from utils.accelerator import check_accelerator",
+        "# Keras' backend is fixed at its first import, so it is chosen here, before any cell can import Keras: JAX",
+        "# for a training on a TPU (Kaggle's TPU image has TensorFlow's CPU build: only JAX sees the TPU), else",
+        "# TensorFlow.",
+        "from utils.accelerator import check_accelerator, select_backend",
+        "select_backend(KAGGLE_BUILD['keras_backend'])",
         "from utils.runtime import on_kaggle, working_root  # /kaggle/working, or a rehearsal's",
         "if on_kaggle() and working_root().is_dir():",
         f"    with open(working_root() / '{BUILD_RECORD}', 'w') as _record:",
         "        json.dump(KAGGLE_BUILD, _record, indent=2)",
         "print(f\"utils from commit {KAGGLE_BUILD['commit']}\""
         " + (f\" with local changes to {KAGGLE_BUILD['changed']}\" if KAGGLE_BUILD['changed'] else ''))",
-        "# Pushed for a GPU but given none (account not phone-verified, accelerator not granted): stop now, before",
-        "# the session spends hours training on the CPU.",
+        "# Pushed for an accelerator but not given it (account not phone-verified, accelerator not granted): stop now,",
+        "# before the session spends hours training on the CPU.",
         "check_accelerator(KAGGLE_BUILD['accelerator'])",
     ])
 
@@ -258,16 +301,20 @@ def check_offline(notebook: Path, params: dict[str, Any], internet: bool) -> Non
 
 def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str, private: bool = True,
                  root_metadata: Path | None = None, build_root: Path | None = None, internet: bool = False,
-                 kernel_sources: tuple[str, ...] = (), gpu: bool = True, resume_from: str | None = None) -> Path:
+                 kernel_sources: tuple[str, ...] = (), accelerator: str = "gpu",
+                 resume_from: str | None = None) -> Path:
     """Render build/kaggle/<slug>/: kernel-metadata.json and the notebook with utils and parameters injected.
 
     The kernel's record (KAGGLE_BUILD) says what the push asked for, so the kernel can stop at once when it did not
-    get it: the accelerator ("gpu" or "none"), and the run a resume must find attached (`resume_from`).
+    get it: the accelerator (one of utils.accelerator.ACCELERATORS) and the Keras backend its first cell selects
+    for it, and the run a resume must find attached (`resume_from`).
     """
     import nbformat
     import papermill
 
     notebook = Path(notebook)
+    if accelerator not in ACCELERATORS:
+        raise KaggleError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
     check_parameters(notebook, params)
     check_offline(notebook, params, internet)
     root = load_root_metadata(root_metadata)
@@ -292,13 +339,15 @@ def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str,
               "its record says so", file=sys.stderr)
     record = {"commit": commit, "changed": changed, "utils_sha256": hashlib.sha256(payload).hexdigest(),
               "notebook": notebook.name, "slug": slug, "params": params,
-              "accelerator": "gpu" if gpu else "none", "resume_from": resume_from,
+              "accelerator": accelerator, "keras_backend": keras_backend_for(accelerator, notebook.name),
+              "resume_from": resume_from,
               "kernel_sources": [*kernel_sources, *([resume_from] if resume_from else [])],
               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     cell = nbformat.v4.new_code_cell(utils_cell_source(payload, record), metadata={"tags": [UTILS_CELL_TAG]})
     nb.cells.insert(0, cell)
     write_atomic(target, nbformat.writes(nb))
-    meta = kernel_metadata(root, owner, title, notebook.name, private, internet, tuple(record["kernel_sources"]), gpu)
+    meta = kernel_metadata(root, owner, title, notebook.name, private, internet, tuple(record["kernel_sources"]),
+                           accelerator)
     write_atomic(folder / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
     check_no_secret(folder)
     return folder

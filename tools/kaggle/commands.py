@@ -4,7 +4,7 @@ This module is the command line: its parser, one cmd_* per subcommand, and kaggl
 runs (errors: one line on stderr and a non-zero exit code, tools.kaggle.cli's):
 
     python -m tools.kaggle push NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--slug SLUG] [--resume-from SLUG]
-                                [--internet] [--cpu] [--wait] [--pull]
+                                [--internet] [--accelerator gpu|tpu|cpu] [--cpu] [--wait] [--pull]
     python -m tools.kaggle sweep NOTEBOOK --alphas 0 0.01 0.1 0.2 0.3 [--slug PREFIX] [--sessions 2] [--analyze]
                                  [-a NAME VALUE ...] [--ignore-quota] [push options]
     python -m tools.kaggle sweep --plan params/study-alpha.yaml [--slug PREFIX] [--sessions 2] [--ignore-quota]
@@ -12,6 +12,10 @@ runs (errors: one line on stderr and a non-zero exit code, tools.kaggle.cli's):
     python -m tools.kaggle status SLUG[/VERSION] [--wait]
     python -m tools.kaggle pull SLUG[/VERSION]
     python -m tools.kaggle rehearse NOTEBOOK [-p NAME VALUE ...] [-f PARAMS.yaml] [--data FOLDER] [--resume-from DIR]
+                                    [--accelerator gpu|tpu|cpu] [--replicas N]
+
+--accelerator (push, sweep, analyze, rehearse): the machine asked for, GPU T4 x2 ("gpu"), TPU v5e-8 ("tpu") or none
+("cpu"; --cpu is short for it); by default the one the root kernel-metadata.json's machine_shape names (none: gpu).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from tools.kaggle.build import (
     check_offline,
     check_parameters,
     fit_title,
+    resolve_accelerator,
     variant_title,
 )
 from tools.kaggle.calls import (
@@ -46,9 +51,10 @@ from tools.kaggle.calls import (
     wait_for,
 )
 from tools.kaggle.cli import KaggleError, connect
-from tools.kaggle.rehearsal import REHEARSAL_REPLICAS, rehearse
+from tools.kaggle.rehearsal import rehearse
 from tools.kaggle.sweep import (
     MAX_SESSIONS,
+    accelerator_quota,
     check_quota,
     measured_epoch_seconds,
     pulled_records,
@@ -57,6 +63,7 @@ from tools.kaggle.sweep import (
 )
 from tools.notebook import ANALYZE_NOTEBOOK, TRAIN_NOTEBOOK
 from utils import study_plan
+from utils.accelerator import ACCELERATORS, MACHINE_DEVICES, MACHINE_SHAPES
 from utils.runtime import REPO_ROOT
 
 ANALYZE_PARAMS = REPO_ROOT / "params" / "analyze-kaggle.yaml"  # the analysis preset of `analyze` and `sweep --analyze`
@@ -99,17 +106,25 @@ def _title(args: argparse.Namespace, notebook: Path, params: dict[str, Any]) -> 
     return variant_title(notebook, args.parameters_file, args.parameter, params)
 
 
+def _accelerator(args: argparse.Namespace) -> str:
+    """The accelerator of the command (--accelerator or --cpu, else the root kernel-metadata.json's machine_shape),
+    kept in args for what follows; a machine_shape this tool does not know stops here, before any build."""
+    args.accelerator = resolve_accelerator(args.accelerator)
+    return args.accelerator
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     """push: build, validate and push one kernel, then optionally wait and pull."""
     notebook = _check_notebook(args.notebook)
     params = _params(args.parameters_file, args.parameter)
     title = _title(args, notebook, params)
+    accelerator = _accelerator(args)
     check_parameters(notebook, params)  # before credentials: a typo needs no account to be reported
     check_offline(notebook, params, args.internet)
     api, user = connect()
     resume = kernel_ref(args.resume_from, user) if args.resume_from else None
     folder = build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir,
-                          internet=args.internet, gpu=not args.cpu, resume_from=resume)
+                          internet=args.internet, accelerator=accelerator, resume_from=resume)
     print(f"built {folder}" + (f", attaching the output of {resume} to continue it" if resume else ""), flush=True)
     ref = push_folder(api, folder)
     return follow(api, ref, args)
@@ -152,6 +167,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_slug(args.slug)
     if args.sessions < 1:
         raise KaggleError(f"--sessions must be at least 1, got {args.sessions}")
+    accelerator = _accelerator(args)
     check_parameters(notebook, {**base, "alpha": 0.0})
     check_offline(notebook, base, args.internet)
     api, user = connect()
@@ -167,7 +183,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         def build(resume: str | None, params: dict[str, Any] = params, title: str = title) -> Path:
             return build_kernel(notebook, params, user, title, private=not args.public, build_root=args.build_dir,
-                                internet=args.internet, gpu=not args.cpu, resume_from=resume)
+                                internet=args.internet, accelerator=accelerator, resume_from=resume)
 
         variants.append({"slug": build(None).name, "build": build})
     slugs = [v["slug"] for v in variants]
@@ -182,14 +198,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     results = Path(args.results_dir or RESULTS_ROOT)
     # Kaggle's state of each variant, read once: the quota check counts exactly what run_sweep is left to run.
     queue, running, done = sweep_state(api, user, variants, results)
-    if plan:  # what the plan costs and can detect, before anything is pushed
-        for line in study_plan.cost_lines(plan, study_plan.measured_hours(plan, list(pulled_records(results,
-                                                                                                    slugs).values()))):
+    # The weekly quota of the sweep's pool (GPU and TPU hours are separate; a CPU sweep spends none), read once.
+    pushing = len(done) < len(variants) and accelerator != "cpu"
+    quota = accelerator_quota(api, accelerator) if pushing else None
+    if plan:  # what the plan costs and can detect, before anything is pushed (hours measured on this accelerator)
+        measured = study_plan.measured_hours(plan, list(pulled_records(results, slugs, accelerator).values()))
+        for line in study_plan.cost_lines(plan, measured, accelerator, quota[1] if quota else None):
             print(line, flush=True)
-    if len(done) < len(variants) and not args.cpu:
+    if pushing:
         # A plan is meant to span quota weeks: what does not fit is refused by Kaggle and pushed by the next run.
-        check_quota(api, base, len(variants) - len(done), measured_epoch_seconds(results, slugs),
-                    args.ignore_quota or bool(plan))
+        check_quota(quota, base, len(variants) - len(done), measured_epoch_seconds(results, slugs, accelerator),
+                    args.ignore_quota or bool(plan), accelerator)
     if plan and len(done) < len(variants):
         print("a plan continues across quota weeks: when Kaggle refuses a push for the quota, run the same command "
               "next week; finished runs are not pushed again", flush=True)
@@ -221,6 +240,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     """analyze: push notebooks/analyze.ipynb with the given training kernels' outputs attached; it runs there."""
     params = _analysis_params(args.parameters_file, args.parameter)
     _check_slug(args.slug)
+    _accelerator(args)
     api, user = connect()
     return push_analysis(api, user, args.kernels, params, args)
 
@@ -244,15 +264,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    """rehearse: build the kernel push would send and run it here in a simulated /kaggle (two CPU replicas)."""
+    """rehearse: build the kernel push would send and run it here in a simulated /kaggle (the accelerator's devices
+    as CPU devices: 2 for T4 x2, 8 for a TPU v5e-8)."""
     notebook = _check_notebook(args.notebook)
     params = _params(args.parameters_file, args.parameter)
     title = _title(args, notebook, params)
+    accelerator = _accelerator(args)
     check_parameters(notebook, params)
-    if args.replicas < 1:
-        raise KaggleError(f"--replicas must be at least 1, got {args.replicas}")
-    code, _ = rehearse(notebook, params, title, args.data, args.resume_from, args.replicas, args.internet,
-                       args.rehearsal_dir)
+    code, _ = rehearse(notebook, params, title, args.data, args.resume_from, accelerator, args.internet,
+                       args.rehearsal_dir, devices=args.replicas)
     return code
 
 
@@ -274,9 +294,14 @@ def kaggle_parser() -> argparse.ArgumentParser:
     building.add_argument("--internet", action="store_true",
                           help="switch the kernel's internet on (needed for weights=imagenet; default off)")
     accelerator = argparse.ArgumentParser(add_help=False)
-    accelerator.add_argument("--cpu", action="store_true",
-                             help="run without an accelerator, on purpose (default GPU T4 x2: a kernel that gets no "
-                                  "GPU stops at once)")
+    machines = accelerator.add_mutually_exclusive_group()
+    shapes = ", ".join(f"{name} {shape}" for name, shape in MACHINE_SHAPES.items())
+    machines.add_argument("--accelerator", choices=ACCELERATORS, default=None,
+                          help=f"the machine to ask Kaggle for ({shapes}, cpu none; default: the root "
+                               "kernel-metadata.json's machine_shape, else gpu); a kernel that does not get it stops "
+                               "at once")
+    machines.add_argument("--cpu", dest="accelerator", action="store_const", const="cpu",
+                          help="short for --accelerator cpu: run without an accelerator, on purpose")
 
     sending = argparse.ArgumentParser(add_help=False, parents=[waiting, accelerator])
     sending.add_argument("--public", action="store_true", help="make the kernel public (default: private)")
@@ -300,7 +325,8 @@ def kaggle_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sessions", type=int, default=MAX_SESSIONS,
                        help=f"kernels running at once (Kaggle allows {MAX_SESSIONS} GPU sessions)")
     sweep.add_argument("--ignore-quota", action="store_true",
-                       help="start even when the GPU hours the sweep expects exceed the weekly quota left")
+                       help="start even when the hours the sweep expects exceed the weekly quota left in its "
+                            "accelerator's pool (GPU or TPU)")
     sweep.add_argument("--analyze", action="store_true",
                        help="once every run finished, push notebooks/analyze.ipynb over them and pull its report")
     sweep.add_argument("--analysis-parameters-file", metavar="YAML",
@@ -325,14 +351,16 @@ def kaggle_parser() -> argparse.ArgumentParser:
     pulling.add_argument("slug", help="SLUG, OWNER/SLUG or OWNER/SLUG/VERSION")
     pulling.add_argument("--results-dir", type=Path, default=None, help="where <slug>/ goes (default results/)")
     pulling.set_defaults(func=cmd_pull)
-    rehearsal = commands.add_parser("rehearse", parents=[building], help=cmd_rehearse.__doc__)
+    rehearsal = commands.add_parser("rehearse", parents=[building, accelerator], help=cmd_rehearse.__doc__)
     rehearsal.add_argument("--slug", help="kernel slug (default: as push names it)")
     rehearsal.add_argument("--data", type=Path, default=None,
                            help="dataset folder to attach (default: the embedded synthetic one, in the 140k layout)")
     rehearsal.add_argument("--resume-from", type=Path, default=None,
                            help="an earlier rehearsal's output/ (or a pulled run) to attach read-only and continue")
-    rehearsal.add_argument("--replicas", type=int, default=REHEARSAL_REPLICAS,
-                           help="logical CPU devices for MirroredStrategy (1: the single-device path)")
+    rehearsal.add_argument("--replicas", type=int, default=None, metavar="N",
+                           help="CPU devices standing for the accelerator's (default: gpu "
+                                f"{MACHINE_DEVICES['gpu']}, tpu {MACHINE_DEVICES['tpu']}; at least 2; the "
+                                "single-device path is --cpu)")
     rehearsal.add_argument("--rehearsal-dir", type=Path, default=None,
                            help="where the simulated /kaggle folders go (default build/kaggle-rehearsal/)")
     rehearsal.set_defaults(func=cmd_rehearse)

@@ -1,6 +1,6 @@
 """The rehearsal: the kernel `push` would send, run here as Kaggle runs it (papermill in a simulated /kaggle, inputs
-mounted read-only as in 2026, no credentials, internet off, T4 x2 as two CPU replicas), ending in the report `pull`
-would leave."""
+mounted read-only as in 2026, no credentials, internet off, T4 x2 as two logical CPU devices, a TPU v5e-8's 8 chips as
+8 JAX host devices), ending in the report `pull` would leave."""
 from __future__ import annotations
 
 import json
@@ -16,12 +16,11 @@ from tools.kaggle.build import METADATA_FILE, build_kernel, slugify
 from tools.kaggle.cli import EXIT_RUN_FAILED, KaggleError
 from tools.kaggle.logs import run_error
 from tools.kaggle.reports import finish_report
-from utils.accelerator import REHEARSAL_REPLICAS_ENV
+from utils.accelerator import ACCELERATORS, MACHINE_DEVICES, REHEARSAL_REPLICAS_ENV, virtual_devices_env
 from utils.runtime import DATASETS_MOUNT, EXECUTED_NOTEBOOK, NOTEBOOKS_MOUNT, REPO_ROOT, write_atomic
 
 REHEARSAL_ROOT = REPO_ROOT / "build" / "kaggle-rehearsal"
 REHEARSAL_OWNER = "rehearsal"  # the kernel id's owner in a rehearsal's build (nothing is pushed)
-REHEARSAL_REPLICAS = 2  # the two T4s of "GPU T4 x2", as logical CPU devices
 DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: every download fails at once, as with the internet off
 
 
@@ -59,15 +58,32 @@ def make_read_only(path: Path) -> None:
     path.chmod(0o555)
 
 
-def kernel_env(input_dir: Path, working: Path, replicas: int, internet: bool) -> dict[str, str]:
-    """The environment of a simulated Kaggle kernel: its folders, KAGGLE_KERNEL_RUN_TYPE, the replica split, no
-    credentials, no repository on the path and (internet off) every download sent to a dead proxy."""
+def rehearsal_devices(accelerator: str) -> int:
+    """The devices standing for an accelerator's (utils.accelerator.MACHINE_DEVICES): 2 for the T4s, 8 for the TPU's
+    chips, 1 for the CPU."""
+    if accelerator not in ACCELERATORS:
+        raise KaggleError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+    return MACHINE_DEVICES.get(accelerator, 1)
+
+
+def kernel_env(input_dir: Path, working: Path, accelerator: str = "gpu", internet: bool = False,
+               devices: int | None = None) -> dict[str, str]:
+    """The environment of a simulated Kaggle kernel: its folders, KAGGLE_KERNEL_RUN_TYPE, the devices standing for
+    the accelerator, no credentials, no repository on the path and (internet off) every download sent to a dead proxy.
+
+    "gpu": $KAGGLE_REHEARSAL_REPLICAS `devices` (default 2), the logical CPU devices TensorFlow splits for the T4s;
+    "tpu": the same count (default 8) and XLA's `devices` host devices for JAX (utils.accelerator.virtual_devices_env),
+    one per TPU chip; "cpu": neither.
+    """
+    devices = rehearsal_devices(accelerator) if devices is None else devices
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("KAGGLE_") and key not in ("PYTHONPATH",) and "proxy" not in key.lower()}
     env.update({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "KAGGLE_INPUT_ROOT": str(input_dir),
                 "KAGGLE_WORKING_ROOT": str(working)})
-    if replicas > 1:
-        env[REHEARSAL_REPLICAS_ENV] = str(replicas)
+    if accelerator != "cpu":
+        env[REHEARSAL_REPLICAS_ENV] = str(devices)
+    if accelerator == "tpu":
+        env.update(virtual_devices_env(devices))
     if not internet:
         env.update({name: DEAD_PROXY for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
     return env
@@ -79,15 +95,15 @@ def kernel_command(notebook: Path, working: Path) -> list[str]:
             "-k", "python3", "--log-output", "--no-progress-bar"]
 
 
-def execute_kernel(folder: Path, input_dir: Path, working: Path, replicas: int = REHEARSAL_REPLICAS,
-                   internet: bool = False) -> tuple[int, str]:
+def execute_kernel(folder: Path, input_dir: Path, working: Path, accelerator: str = "gpu", internet: bool = False,
+                   devices: int | None = None) -> tuple[int, str]:
     """Run a built kernel as Kaggle does: papermill on the pushed notebook, cwd = the working folder, the executed
     copy at <working>/__notebook__.ipynb while it runs and deleted after; the exit code and the run log."""
     meta = json.loads((Path(folder) / METADATA_FILE).read_text())
     working.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
     command = kernel_command(Path(folder) / meta["code_file"], working)
-    with subprocess.Popen(command, cwd=working, env=kernel_env(input_dir, working, replicas, internet),
+    with subprocess.Popen(command, cwd=working, env=kernel_env(input_dir, working, accelerator, internet, devices),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
         for line in process.stdout:
             log.append(line)
@@ -97,15 +113,23 @@ def execute_kernel(folder: Path, input_dir: Path, working: Path, replicas: int =
 
 
 def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | None = None,
-             resume_from: Path | None = None, replicas: int = REHEARSAL_REPLICAS, internet: bool = False,
-             rehearsal_root: Path | None = None) -> tuple[int, Path]:
+             resume_from: Path | None = None, accelerator: str = "gpu", internet: bool = False,
+             rehearsal_root: Path | None = None, devices: int | None = None) -> tuple[int, Path]:
     """Build the kernel `push` would send and run it here in a simulated /kaggle; the exit code and its report.
 
     <root>/<slug>/ holds input/ (mounted as Kaggle does since 2026: the dataset in the 140k layout at
     datasets/<owner>/<slug>, an attached earlier output read-only at notebooks/rehearsal/<name>) and output/ (what
     /kaggle/working held, the log and <slug>.html, as `pull` leaves them); the builds go to <root>/kernels/.
-    replicas > 1 stands for the T4s (a GPU kernel); 1 is a kernel pushed with --cpu.
+    `accelerator` is the push's ("gpu", "tpu", "cpu"); `devices` the devices standing for it (kernel_env; default 2
+    for the T4s, 8 for the TPU's chips).
     """
+    devices = rehearsal_devices(accelerator) if devices is None else devices
+    if accelerator == "cpu" and devices != 1:
+        raise KaggleError(f"a CPU kernel runs on one device, not {devices}: drop --replicas, or rehearse with "
+                          "--accelerator gpu|tpu")
+    if accelerator != "cpu" and devices < 2:
+        raise KaggleError(f"--replicas {devices}: the {accelerator.upper()} path needs at least 2 devices (the "
+                          "single-device path is --accelerator cpu, or --cpu)")
     root = Path(rehearsal_root or REHEARSAL_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     attached = None
@@ -116,7 +140,7 @@ def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | No
         name = resume_from.name if resume_from.name != "output" else resume_from.parent.name
         attached = f"{REHEARSAL_OWNER}/{name}"
     folder = build_kernel(notebook, params, REHEARSAL_OWNER, title, build_root=root / "kernels", internet=internet,
-                          gpu=replicas > 1, resume_from=attached)
+                          accelerator=accelerator, resume_from=attached)
     slug = folder.name
     staged = None
     if resume_from is not None:  # copied before the simulation folder is cleared: it may lie inside it
@@ -145,9 +169,9 @@ def rehearse(notebook: Path, params: dict[str, Any], title: str, data: Path | No
         (staged / "output").rename(mount)
         staged.rmdir()
         make_read_only(mount)
-    print(f"rehearsing {folder / notebook.name} in {sim} ({replicas} replica(s), internet "
+    print(f"rehearsing {folder / notebook.name} in {sim} (accelerator {accelerator}: {devices} device(s), internet "
           f"{'on' if internet else 'off'})", flush=True)
-    code, log = execute_kernel(folder, input_dir, working, replicas, internet)
+    code, log = execute_kernel(folder, input_dir, working, accelerator, internet, devices)
     working.rename(output)
     write_atomic(output / f"{slug}.log", log)
     state = "COMPLETE" if code == 0 else "ERROR"

@@ -1,5 +1,6 @@
 """The sweep on Kaggle within its limits: one kernel per variant, at most --sessions running at once, each waited
-for and pulled, continued by running the same command again; and the GPU hours it expects against the weekly quota."""
+for and pulled, continued by running the same command again; and the hours it expects against the weekly quota of its
+accelerator's pool (GPU and TPU hours are separate quotas)."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,12 @@ from typing import Any, Callable
 from tools.kaggle.calls import RESULTS_ROOT, RUNNING_STATES, api_call, kernel_status, pull, push_folder, report_status
 from tools.kaggle.cli import EXIT_ERROR, KaggleError
 from utils import run_files
-from utils.runtime import EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS
+from utils.runtime import BUILD_RECORD, EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS
 
 MAX_SESSIONS = 2  # Kaggle runs at most 2 batch GPU sessions per user at once
 # Kaggle's words (the `error` of a refused SaveKernel) for "Maximum batch GPU session count of 2 reached." (try
-# again when one ends) and "Maximum weekly GPU quota of 30.00 hours reached." (stop until the quota resets).
+# again when one ends) and "Maximum weekly GPU quota of 30.00 hours reached." (stop until the quota resets; a TPU
+# push's refusal is assumed to read alike, with "TPU").
 SESSION_LIMIT_RE = re.compile(r"session count", re.I)
 QUOTA_RE = re.compile(r"\bquota\b", re.I)
 
@@ -40,13 +42,24 @@ def _variant_seconds(dest: Path) -> float | None:
     return None
 
 
-def sweep_summary(done: list[str], left: list[str], seconds: list[float]) -> str:
-    """What ran, what is left and the GPU hours the rest needs (measured per run where possible)."""
+def run_accelerator(dest: Path) -> str:
+    """The accelerator a pulled run ran on, by its build record (kaggle-build.json, the kernel's KAGGLE_BUILD): "gpu"
+    without one (every run before the TPU path was pushed for the T4s), "cpu" for the "none" of builds before 2026-12."""
+    for path in sorted(Path(dest).rglob(BUILD_RECORD)):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            accelerator = json.loads(path.read_text()).get("accelerator") or "gpu"
+            return "cpu" if accelerator == "none" else accelerator
+    return "gpu"
+
+
+def sweep_summary(done: list[str], left: list[str], seconds: list[float], accelerator: str = "gpu") -> str:
+    """What ran, what is left and the hours of the accelerator's pool the rest needs (measured per run if possible)."""
+    pool = accelerator.upper()
     if seconds:
         per_run = sum(seconds) / len(seconds) / 3600
-        need = f"about {per_run * len(left):.1f} GPU hours ({per_run:.2f} h per run, as measured so far)"
+        need = f"about {per_run * len(left):.1f} {pool} hours ({per_run:.2f} h per run, as measured so far)"
     else:
-        need = (f"up to {KAGGLE_SESSION_HOURS * len(left):.0f} GPU hours (one {KAGGLE_SESSION_HOURS:g} h session "
+        need = (f"up to {KAGGLE_SESSION_HOURS * len(left):.0f} {pool} hours (one {KAGGLE_SESSION_HOURS:g} h session "
                 "each; no run measured yet)")
     return (f"ran: {', '.join(done) or 'none'}; left: {', '.join(left) or 'none'}; the rest needs {need}. Run the "
             "same command again once the quota allows: finished variants are not pushed again")
@@ -152,8 +165,8 @@ def run_sweep(api: Any, variants: list[dict[str, Any]], queue: list[dict[str, An
     if quota is not None:
         order = [v["slug"] for v in variants]
         ran = sorted(done, key=order.index)
-        print(f"error: {quota}\n{sweep_summary(ran, [v['slug'] for v in queue], seconds)}", file=sys.stderr,
-              flush=True)
+        summary = sweep_summary(ran, [v["slug"] for v in queue], seconds, getattr(args, "accelerator", None) or "gpu")
+        print(f"error: {quota}\n{summary}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     print(f"sweep done: {', '.join(done)} in {results}", flush=True)
     return max(codes)
@@ -162,14 +175,18 @@ def run_sweep(api: Any, variants: list[dict[str, Any]], queue: list[dict[str, An
 # ---------------------------------------------------------------------------------------------- quota
 
 
-def gpu_quota(api: Any) -> tuple[float, float] | None:
-    """This week's GPU hours (left, allowed) as `kaggle quota` reports them; None when Kaggle does not say."""
+def accelerator_quota(api: Any, accelerator: str = "gpu") -> tuple[float, float] | None:
+    """This week's hours (left, allowed) of the accelerator's pool, as `kaggle quota` reports them (one answer holds
+    gpu_quota and tpu_quota: separate pools); None for "cpu" or when Kaggle does not say."""
+    if accelerator not in ("gpu", "tpu"):
+        return None
+    pool = accelerator.upper()
     try:
-        response = api_call(api, "cannot read the GPU quota", api.quota_view)
+        response = api_call(api, f"cannot read the {pool} quota", api.quota_view)
     except KaggleError as exc:
         print(f"warning: {exc}; going on without the quota check", file=sys.stderr, flush=True)
         return None
-    quota = getattr(response, "gpu_quota", None)
+    quota = getattr(response, f"{accelerator}_quota", None)
     if quota is None or quota.total_time_allowed is None:
         return None
     allowed = quota.total_time_allowed.total_seconds() / 3600
@@ -177,10 +194,13 @@ def gpu_quota(api: Any) -> tuple[float, float] | None:
     return max(0.0, allowed - used), allowed
 
 
-def pulled_records(results: Path, slugs: list[str]) -> dict[str, dict[str, Any]]:
-    """The metrics.json record of each pulled slug that holds one (the first found under results/<slug>/)."""
+def pulled_records(results: Path, slugs: list[str], accelerator: str | None = None) -> dict[str, dict[str, Any]]:
+    """The metrics.json record of each pulled slug that holds one (the first found under results/<slug>/); with
+    `accelerator`, only of the runs that ran on it (run_accelerator)."""
     records = {}
     for slug in slugs:
+        if accelerator is not None and run_accelerator(Path(results) / slug) != accelerator:
+            continue
         for metrics in sorted((Path(results) / slug).rglob(run_files.METRICS)):
             with contextlib.suppress(OSError, ValueError):
                 records[slug] = json.loads(metrics.read_text())
@@ -188,10 +208,13 @@ def pulled_records(results: Path, slugs: list[str]) -> dict[str, dict[str, Any]]
     return records
 
 
-def measured_epoch_seconds(results: Path, slugs: list[str]) -> float | None:
-    """Seconds per training epoch as this sweep's pulled runs recorded them (their mean), None before any."""
+def measured_epoch_seconds(results: Path, slugs: list[str], accelerator: str = "gpu") -> float | None:
+    """Seconds per training epoch as this sweep's pulled runs on `accelerator` recorded them (their mean; a T4 x2
+    epoch says nothing of a TPU's), None before any."""
     rates = []
     for slug in slugs:
+        if run_accelerator(Path(results) / slug) != accelerator:
+            continue
         for metrics in (Path(results) / slug).rglob(run_files.METRICS):
             with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError, ZeroDivisionError):
                 record = json.loads(metrics.read_text())
@@ -200,7 +223,7 @@ def measured_epoch_seconds(results: Path, slugs: list[str]) -> float | None:
 
 
 def expected_gpu_hours(params: dict[str, Any], runs: int, epoch_seconds: float | None) -> tuple[float, str]:
-    """GPU hours `runs` trainings with these parameters need, and how that was estimated."""
+    """Accelerator hours (GPU or TPU) `runs` trainings with these parameters need, and how that was estimated."""
     if epoch_seconds is not None:
         epochs = int(params.get("epochs") or 1)
         per_run = epoch_seconds * epochs / 3600 + EVALUATION_RESERVE_HOURS
@@ -211,19 +234,23 @@ def expected_gpu_hours(params: dict[str, Any], runs: int, epoch_seconds: float |
     return per_run * runs, f"{per_run:.1f} h per run ({source}; no epoch measured yet, so a first session only)"
 
 
-def check_quota(api: Any, params: dict[str, Any], runs: int, epoch_seconds: float | None, force: bool) -> None:
-    """Say the GPU hours a sweep expects beside the weekly quota left; refuse one that cannot finish this week."""
+def check_quota(quota: tuple[float, float] | None, params: dict[str, Any], runs: int, epoch_seconds: float | None,
+                force: bool, accelerator: str = "gpu") -> None:
+    """Say the hours a sweep expects beside the weekly quota left in its accelerator's pool (accelerator_quota's
+    answer); refuse one that cannot finish this week. A CPU sweep spends no quota."""
+    if accelerator == "cpu":
+        return
+    pool = accelerator.upper()
     need, how = expected_gpu_hours(params, runs, epoch_seconds)
-    quota = gpu_quota(api)
     if quota is None:
-        print(f"this sweep expects about {need:.1f} GPU hours for {runs} run(s) ({how}); Kaggle did not report the "
-              "quota left (`kaggle quota`)", flush=True)
+        print(f"this sweep expects about {need:.1f} {pool} hours for {runs} run(s) ({how}); Kaggle did not report the "
+              f"{pool} quota left (`kaggle quota`)", flush=True)
         return
     left, allowed = quota
-    print(f"this sweep expects about {need:.1f} GPU hours for {runs} run(s) ({how}); GPU quota left this week: "
+    print(f"this sweep expects about {need:.1f} {pool} hours for {runs} run(s) ({how}); {pool} quota left this week: "
           f"{left:.1f} of {allowed:.0f} h", flush=True)
     if need > left and not force:
-        raise KaggleError(f"{runs} run(s) need about {need:.1f} GPU hours but {left:.1f} h are left this week: the "
-                          "sweep would stop part-way. Sweep fewer alphas now, or pass --ignore-quota to start anyway "
-                          "(a quota refusal stops pushing; running the same command next week continues it)")
-
+        raise KaggleError(f"{runs} run(s) need about {need:.1f} {pool} hours but {left:.1f} h of the {pool} quota are "
+                          "left this week: the sweep would stop part-way. Sweep fewer alphas now, or pass "
+                          "--ignore-quota to start anyway (a quota refusal stops pushing; running the same command "
+                          "next week continues it)")
