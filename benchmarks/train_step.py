@@ -87,9 +87,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.devices > 1:
         devices = jax_devices()
         if args.devices > len(devices):
-            started = (" (JAX had started in this process before --virtual-devices could set XLA_FLAGS: run the "
-                       "benchmark in a fresh process)") if args.virtual_devices else ""
-            parser.error(f"--devices {args.devices}: JAX sees {_describe(devices)}{started}")
+            hint = ""
+            if args.virtual_devices == len(devices):
+                hint = f", as --virtual-devices {args.virtual_devices} asked"
+            elif args.virtual_devices:
+                hint = (f", not the {args.virtual_devices} that --virtual-devices asked: JAX had started in this "
+                        "process before XLA_FLAGS could be set (run the benchmark in a fresh process)")
+            parser.error(f"--devices {args.devices}: JAX sees {_describe(devices)}{hint}")
     return args
 
 

@@ -186,7 +186,11 @@ def test_train_step_devices_need_jax_and_as_many_devices_as_asked(capsys, monkey
     monkeypatch.setattr(train_step, "jax_devices", lambda: [device, device])  # what JAX would see: 2 devices
     with pytest.raises(SystemExit):
         train_step.parse_args(["--backend", "jax", "--devices", "4"])
-    assert "error: --devices 4: JAX sees 2 devices (cpu: cpu)" in capsys.readouterr().err
+    assert "error: --devices 4: JAX sees 2 devices (cpu: cpu)\n" in capsys.readouterr().err
+    monkeypatch.setattr(train_step, "use_virtual_devices", lambda count: None)  # as if JAX had started before
+    with pytest.raises(SystemExit):
+        train_step.parse_args(["--backend", "jax", "--virtual-devices", "4", "--devices", "4"])
+    assert "not the 4 that --virtual-devices asked" in capsys.readouterr().err
     assert train_step.parse_args(["--backend", "jax", "--devices", "2"]).devices == 2
     assert train_step.parse_args(["--backend", "tensorflow", "--devices", "1"]).devices == 1  # the default: any
 
