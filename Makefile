@@ -111,7 +111,11 @@ bench: setup
 	$(PY) -m benchmarks.bench --out $(OUT)/bench
 
 # The train step on any Keras 3 backend (benchmarks/train_step.py: only Keras and that backend); BACKEND=jax, torch
-# or tensorflow; OUT=results for the committed records (docs/speed.md).
+# or tensorflow; OUT=results for the committed records (docs/speed.md). Under JAX, DEVICES=8 times the data-parallel
+# step on 8 devices too (a TPU v5e-8), and VIRTUAL_DEVICES=8 makes them of a CPU host's cores (a smoke test).
 BACKEND ?= jax
+DEVICES ?= 1
+VIRTUAL_DEVICES ?=
 bench-train-step: setup $(VENV)/.backends
-	$(PY) -m benchmarks.train_step --backend $(BACKEND) --out $(OUT)/bench
+	$(PY) -m benchmarks.train_step --backend $(BACKEND) --devices $(DEVICES) \
+		$(if $(VIRTUAL_DEVICES),--virtual-devices $(VIRTUAL_DEVICES)) --out $(OUT)/bench

@@ -129,6 +129,22 @@ def compile_portable(model: Any, learning_rate: float = LEARNING_RATE) -> Any:
 # ---------------------------------------------------------------------------------------------- train step
 
 
+def place_batch(x: Any, y: Any) -> tuple[Any, Any]:
+    """The batch on the device: split along the batch axis over the devices of the distribution set
+    (keras.distribution, e.g. DataParallel), as the trainer would split it each step; else on the default device."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+    return tuple(keras.distribution.distribute_tensor(a, distribution.get_data_layout(a.shape)) for a in (x, y))
+
+
+def _device_count(tensor: Any) -> int:
+    """The devices a JAX array lies on; 1 for other backends' tensors."""
+    return len(tensor.sharding.device_set) if hasattr(tensor, "sharding") else 1
+
+
 def time_train_steps(models: dict[str, Any], x: Any, y: Any, steps: int, warmup: int) -> dict[str, dict[str, Any]]:
     """Warm-up calls, then `steps` timed train_on_batch calls per model, interleaved across the models."""
     first: dict[str, float] = {}
@@ -168,13 +184,16 @@ def bench_train_step(image_size: int, batch_size: int, steps: int, warmup: int =
     if len(set(macs.values())) != 1:
         raise RuntimeError(f"the two models should cost the same multiply-accumulates, got {macs}")
     train_flop = TRAIN_PASSES * FLOP_PER_MAC * macs["leakyrelu"]
-    x, y = synthetic_batch(image_size, batch_size, seed)
-    # Converted once, so no timed step includes copying the batch from the host to the device.
-    x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+    # Placed once, so no timed step includes copying the batch from the host to the device(s).
+    x, y = place_batch(*synthetic_batch(image_size, batch_size, seed))
     started = load()
     timed = time_train_steps(models, x, y, steps, warmup)
     result: dict[str, Any] = {"image_size": image_size, "batch_size": batch_size, "steps": steps, "warmup_steps": warmup,
                               "load_before": started, "load_after": load(), "alpha": ALPHA,
+                              # The devices the batch is split over and the weights lie on (JAX arrays; else 1):
+                              # 1 unless a distribution is set (DataParallel: the batch split, the weights copied).
+                              "batch_devices": _device_count(x),
+                              "weight_devices": _device_count(models["leakyrelu"].trainable_weights[0].value),
                               "forward_gmac_per_image": round(macs["leakyrelu"] / 1e9, 4),
                               "train_gflop_per_image": round(train_flop / 1e9, 4), "flop_formula": FLOP_FORMULA}
     for name, model in models.items():

@@ -4,8 +4,13 @@ records under TensorFlow, and of the input pipeline's decode-time JPEG downscali
 train_step under JAX and PyTorch, with TensorFlow absent, is run by tests/test_backends.py."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -170,6 +175,55 @@ def test_train_step_rejects_bad_flags(capsys, flag, value, expected):
         train_step.parse_args([flag, value])
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and expected in err
+
+
+def test_train_step_devices_need_jax_and_as_many_devices_as_asked(capsys, monkeypatch):
+    for flags in (["--devices", "2"], ["--virtual-devices", "2"]):
+        with pytest.raises(SystemExit):
+            train_step.parse_args(["--backend", "tensorflow", *flags])
+        assert "need --backend jax" in capsys.readouterr().err
+    device = SimpleNamespace(platform="cpu", device_kind="cpu")
+    monkeypatch.setattr(train_step, "jax_devices", lambda: [device, device])  # what JAX would see: 2 devices
+    with pytest.raises(SystemExit):
+        train_step.parse_args(["--backend", "jax", "--devices", "4"])
+    assert "error: --devices 4: JAX sees 2 devices (cpu: cpu)\n" in capsys.readouterr().err
+    monkeypatch.setattr(train_step, "use_virtual_devices", lambda count: None)  # as if JAX had started before
+    with pytest.raises(SystemExit):
+        train_step.parse_args(["--backend", "jax", "--virtual-devices", "4", "--devices", "4"])
+    assert "not the 4 that --virtual-devices asked" in capsys.readouterr().err
+    assert train_step.parse_args(["--backend", "jax", "--devices", "2"]).devices == 2
+    assert train_step.parse_args(["--backend", "tensorflow", "--devices", "1"]).devices == 1  # the default: any
+
+
+@pytest.mark.slow  # about a minute: four ResNet50 compiles under JAX
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_train_step_data_parallel_on_two_virtual_devices(tmp_path):
+    command = [sys.executable, "-m", "benchmarks.train_step", "--backend", "jax", "--virtual-devices", "2",
+               "--devices", "2", "--precision", "mixed_bfloat16", "--image-size", "32", "--batch-size", "1",
+               "--steps", "1", "--warmup", "1", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stem = "train-step-cpu-jax-mixed_bfloat16-2dev"
+    record = json.loads((tmp_path / f"{stem}.json").read_text())
+    p, many, one = record["data_parallel"], record["train_step"], record["single_device"]
+    assert (p["devices"], p["batch_per_device"], p["global_batch"], p["virtual_host_devices"]) == (2, 1, 2, True)
+    assert record["precision"] == "mixed_bfloat16" and (many["batch_size"], one["batch_size"]) == (2, 1)
+    # DataParallel split the batch over both devices and copied the weights to both; the single run used one.
+    assert (many["batch_devices"], many["weight_devices"], one["batch_devices"], one["weight_devices"]) == (2, 2, 1, 1)
+    for name in common.MODELS:
+        m = p[name]
+        assert min(m["images_per_s"], m["images_per_s_per_device"], m["single_device_images_per_s"],
+                   m["scaling_efficiency"]) > 0
+        assert m["images_per_s"] == pytest.approx(2 / many[name]["median_step_s"], abs=0.051)
+        assert m["single_device_images_per_s"] == pytest.approx(1 / one[name]["median_step_s"], abs=0.051)
+        assert m["scaling_efficiency"] == pytest.approx(one[name]["median_step_s"] / many[name]["median_step_s"],
+                                                        abs=1e-3)
+    markdown = (tmp_path / f"{stem}.md").read_text()
+    for text in ("data parallel over 2 devices", "global batch 2", "images/s per device",
+                 "images/s on one device (batch 1)", "scaling efficiency", "virtual host devices",
+                 f"**{p['leakyrelu']['scaling_efficiency']:.3f}**", "say nothing about a TPU"):
+        assert text in markdown
 
 
 def test_device_labels_are_file_name_safe():
