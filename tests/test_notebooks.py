@@ -15,7 +15,7 @@ from utils import parameters
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 # Which notebook each preset is for.
-PRESETS = {"cpu-demo.yaml": "train", "kaggle-t4x2.yaml": "train", "analyze-demo.yaml": "analyze",
+PRESETS = {"cpu-demo.yaml": "train", "kaggle-t4x2.yaml": "train", "kaggle-tpu.yaml": "train", "analyze-demo.yaml": "analyze",
            "analyze-kaggle.yaml": "analyze", "explore-demo.yaml": "explore"}
 MAX_CELLS = 25
 

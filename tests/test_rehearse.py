@@ -1,10 +1,13 @@
-"""The rehearsal: the exact kernel `push` sends, run here in a simulated /kaggle on the two-replica mixed-precision path.
+"""The rehearsal: the exact kernel `push` sends, run here in a simulated /kaggle on the two-replica mixed-precision path
+and on the TPU's path.
 
-Two rehearsals of params/kaggle-t4x2.yaml with a few images per class share the module: one whose time budget ends
+Four rehearsals of params/kaggle-t4x2.yaml with a few images per class share the module: one whose time budget ends
 it after its first of two epochs, then one that attaches that output (read-only, as a kernel source) and finishes
-it under the same MirroredStrategy over two logical CPU devices with mixed_float16. The split sizes are odd, so
-batches do not split evenly over the replicas. Their model is then evaluated and explained here. Bad values must
-fail in the rehearsal with the notebook's own message.
+it under the same MirroredStrategy over two logical CPU devices with mixed_float16; and two pushed for the TPU
+(`--accelerator tpu`, max_images 10 and 11), which train under Keras' JAX backend with DataParallel over 8 virtual
+host devices and mixed_bfloat16. The split sizes are odd, so batches do not split evenly over the replicas. Their
+models are then evaluated and explained here, under TensorFlow. Bad values must fail in the rehearsal with the
+notebook's own message.
 """
 from __future__ import annotations
 
@@ -34,6 +37,13 @@ STUDY_PARAMS = REPO_ROOT / "params" / "kaggle-t4x2.yaml"
 MAX_IMAGES = 6
 SMALL = ["-p", "epochs", "2", "-p", "image_size", "32", "-p", "batch_size", "2", "-p", "max_images", str(MAX_IMAGES)]
 RUN_FOLDER = "train"  # output_dir in kaggle-t4x2.yaml: /kaggle/working/train
+# The TPU rehearsals: 1 image per device on 8 devices (a global batch of 8), one epoch, max_images 10 and 11 a class:
+# 20 and 22 images split 75:25 into training and validation (e.g. 15 and 5: a last batch of 7, and fewer validation
+# images than devices), and 20 and 22 test images.
+TPU_MAX_IMAGES = (10, 11)
+TPU = ["--accelerator", "tpu", "-p", "epochs", "1", "-p", "batch_size", "1", "-p", "time_budget_hours", "0"]
+# P(fake) of a float32 model under TensorFlow and under JAX: the same weights and arithmetic, other kernels.
+BACKEND_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +53,17 @@ def rehearsals(tmp_path_factory):
     data = tiny_140k(root / "faces")
     sim = root / "sim"
 
-    def rehearse(slug: str, *extra: str) -> tuple[int, Path]:
+    def rehearse(slug: str, *extra: str, data: Path = data) -> tuple[int, Path]:
         code = kaggle_cli(["rehearse", str(NOTEBOOK), "-f", str(STUDY_PARAMS), *SMALL, *extra, "--slug", slug,
                            "--data", str(data), "--rehearsal-dir", str(sim)])
         return code, sim / slug / "output"
 
     budget = rehearse("rehearsal-budget", "-p", "time_budget_hours", "0.000001")  # no time for a second epoch
     resumed = rehearse("rehearsal-resume", "-p", "time_budget_hours", "0", "--resume-from", str(budget[1]))
-    return {"budget": budget, "resumed": resumed, "data": data, "sim": sim}
+    tpu_data = tiny_140k(root / "faces-tpu", per_class=2 * max(TPU_MAX_IMAGES))  # test: max(TPU_MAX_IMAGES) a class
+    tpu = {count: rehearse(f"rehearsal-tpu-{count}", *TPU, "-p", "max_images", str(count), data=tpu_data)
+           for count in TPU_MAX_IMAGES}
+    return {"budget": budget, "resumed": resumed, "tpu": tpu, "tpu_data": tpu_data, "data": data, "sim": sim}
 
 
 def log_of(output: Path) -> str:
@@ -145,6 +158,73 @@ def test_mixed_float16_model_evaluates_and_explains(rehearsals):
     images = pipeline.load_images(index.test.paths[:2], 32)
     maps = explanation.grad_cam(model, images)
     assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+
+
+@pytest.mark.parametrize("count", TPU_MAX_IMAGES)
+def test_tpu_kernel_trains_under_jax_on_eight_devices(rehearsals, count):
+    """Pushed for the TPU: metadata TpuV5E8, the first cell selects JAX, DataParallel over 8 devices with
+    mixed_bfloat16; every training, validation and test image counted once, and the report says so."""
+    code, output = rehearsals["tpu"][count]
+    log = log_of(output)
+    assert code == 0, log[-3000:]
+    slug = output.parent.name
+    meta = json.loads((rehearsals["sim"] / "kernels" / slug / "kernel-metadata.json").read_text())
+    assert meta["machine_shape"] == "TpuV5E8" and meta["enable_tpu"] is True and meta["enable_gpu"] is False
+    build = json.loads((output / BUILD_RECORD).read_text())
+    assert build["accelerator"] == "tpu" and build["keras_backend"] == "jax"
+    setup = "strategy: DataParallel with 8 replica(s) | precision: mixed_bfloat16 | Keras backend: jax"
+    assert setup in log and "8 replica(s): global batch 8, learning rate 0.00282843" in log  # 0.001 x sqrt(8)
+    run = output / RUN_FOLDER
+    metrics = json.loads((run / "metrics.json").read_text())
+    environment, training = metrics["environment"], metrics["training"]
+    assert environment["keras_backend"] == "jax" and environment["replicas"] == 8
+    assert environment["precision"] == "mixed_bfloat16" and environment["accelerator"].startswith("8 x virtual CPU")
+    assert training["replicas"] == 8 and training["global_batch"] == 8 and training["precision"] == "mixed_bfloat16"
+    counts = {split: sum(per_class.values()) for split, per_class in metrics["dataset"]["counts"].items()}
+    assert counts["train"] + counts["val"] == 2 * count and counts["test"] == 2 * count
+    assert counts["val"] % 8 and counts["test"] % 8  # last batches that do not fill the devices (10: 15 training images too)
+    assert metrics["val"]["n"] == counts["val"] and metrics["test"]["n"] == counts["test"]
+    assert metrics["finished"] is True and np.isfinite(metrics["final"]["loss"])
+    report = assert_report_shows_figures(output)
+    assert "mixed_bfloat16" in report and "8 x virtual CPU device" in report and "DataParallel" in report
+
+
+def test_tpu_trained_model_scores_the_same_under_tensorflow(rehearsals, tmp_path):
+    """The model.keras trained under JAX (mixed_bfloat16, 8 devices) loads under TensorFlow for the analysis and
+    predict, and gives every test image the P(fake) that JAX gives it on the 8 devices, within BACKEND_TOLERANCE."""
+    import os
+    import subprocess
+    import sys
+
+    from utils import data, evaluation, pipeline
+    from utils.accelerator import REHEARSAL_REPLICAS_ENV, virtual_devices_env
+    from utils.model import load_model
+
+    count = TPU_MAX_IMAGES[-1]
+    saved = rehearsals["tpu"][count][1] / RUN_FOLDER / "model.keras"
+    model = load_model(saved)
+    assert {layer.dtype_policy.name for layer in model.layers if layer.name.endswith("_conv")} == {"float32"}
+    index = data.index_dataset(str(rehearsals["tpu_data"]), val_split=0.25, seed=42, max_images=count)
+    y_true, p_tensorflow = evaluation.collect_predictions(model, pipeline.make_dataset(index.test, 32, 8,
+                                                                                       training=False))
+    script = "\n".join([
+        "import sys, numpy as np",
+        "from utils import accelerator, data, evaluation, pipeline",
+        "from utils.model import load_model",
+        "accelerator.setup_accelerator(0)",
+        f"index = data.index_dataset({str(rehearsals['tpu_data'])!r}, val_split=0.25, seed=42, max_images={count})",
+        f"model = load_model({str(saved)!r})",
+        "_, p = evaluation.collect_predictions(model, pipeline.make_dataset(index.test, 32, 8, training=False))",
+        f"np.save({str(tmp_path / 'jax.npy')!r}, p)",
+    ])
+    env = {**os.environ, **virtual_devices_env(8), "KERAS_BACKEND": "jax", REHEARSAL_REPLICAS_ENV: "8",
+           "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DataParallel with 8 replica(s)" in done.stdout
+    p_jax = np.load(tmp_path / "jax.npy")
+    assert len(p_jax) == len(p_tensorflow) == len(index.test) == 2 * count
+    assert np.abs(p_jax - p_tensorflow).max() < BACKEND_TOLERANCE
 
 
 def test_bad_values_fail_in_the_rehearsal(rehearsals, capsys):

@@ -103,3 +103,17 @@ def test_cost_names_the_accelerators_quota_pool():
     assert "did not report the weekly TPU quota" in study_plan.cost_lines(plan, None, "tpu")[1]
     cpu = study_plan.cost_lines(plan, None, "cpu")
     assert len(cpu) == 2 and not any(line.startswith("quota:") for line in cpu)  # a CPU plan spends no quota
+
+
+def test_a_plans_runs_must_share_the_machines_effective_values():
+    """Runs of T4 x2 beside runs of a TPU: the global batch, learning rate and precision differ, and the slope's
+    effect would be confounded with the machine; runs recorded before these values existed are not compared."""
+    gpu = {"replicas": 2, "global_batch": 64, "effective_learning_rate": 0.001 * 2 ** 0.5,
+           "precision": "mixed_float16", "keras_backend": "tensorflow"}
+    tpu = {**gpu, "replicas": 8, "global_batch": 256, "effective_learning_rate": 0.001 * 8 ** 0.5,
+           "precision": "mixed_bfloat16", "keras_backend": "jax"}
+    study_plan.check_same_protocol({"a": gpu, "b": dict(gpu), "old": None, "older": {"replicas": 2}})
+    with pytest.raises(ValueError, match="run b trained with replicas=8 but run a with 2.*one --accelerator"):
+        study_plan.check_same_protocol({"a": gpu, "b": tpu})
+    with pytest.raises(ValueError, match="precision='mixed_bfloat16'"):
+        study_plan.check_same_protocol({"a": gpu, "b": {**gpu, "precision": "mixed_bfloat16"}})

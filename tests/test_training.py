@@ -96,7 +96,8 @@ def test_a_resume_on_another_replica_count_stops_unless_allowed(tmp_path):
     params = {"batch_size": 16, "learning_rate": 0.01, "seed": 0}
     assert training._training_record(params, history.attrs["replicas"]) == {
         "replicas": 1, "global_batch": 16, "effective_learning_rate": 0.01,
-        "lr_scaling": accelerator.LR_SCALING, "earlier_replicas": [2]}
+        "lr_scaling": accelerator.LR_SCALING, "keras_backend": "tensorflow",
+        "precision": keras.mixed_precision.global_policy().name, "earlier_replicas": [2]}
 
 
 def test_finished_training_is_reused_not_repeated(tmp_path, capsys):

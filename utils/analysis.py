@@ -636,6 +636,7 @@ def study_answer(plan: Mapping[str, Any], runs: Sequence[Run], df: pd.DataFrame)
     metrics, Holm-corrected over the plan's family only (exploratory)."""
     plan = study_plan.checked_plan(plan)
     study_plan.check_runs(plan, {run.name: run.params for run in runs})
+    study_plan.check_same_protocol({run.name: run.record.get("training") for run in runs})
     primary = plan["primary"]
     level, resamples = 1 - primary["significance_level"], primary["bootstrap_resamples"]
     seeds, losses, missing = _primary_losses(plan, runs)

@@ -209,6 +209,29 @@ def check_runs(plan: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]]) -
                 raise ValueError(f"run {name}: parameter {key}={params[key]!r} differs from the plan's {value!r}")
 
 
+# The effective values a run trained with (metrics.json "training"), which its parameters alone do not fix: they follow
+# the machine (replicas: 2 on GPU T4 x2, 8 on a TPU v5e-8) and its precision.
+PROTOCOL_VALUES = ("replicas", "global_batch", "effective_learning_rate", "precision", "keras_backend")
+
+
+def check_same_protocol(trainings: Mapping[str, Mapping[str, Any] | None]) -> None:
+    """Refuse (ValueError naming both runs and the value) a plan's runs that trained with different effective values:
+    e.g. runs of T4 x2 (global batch 2 x batch_size, mixed_float16) beside runs of a TPU (8 x, mixed_bfloat16), which
+    would confound the slope with the machine. Values a run did not record (older runs) are not compared."""
+    first: dict[str, tuple[str, Any]] = {}
+    for name, training in trainings.items():
+        for key in PROTOCOL_VALUES:
+            value = (training or {}).get(key)
+            if value is None:
+                continue
+            if key not in first:
+                first[key] = (name, value)
+            elif not _same(first[key][1], value):
+                raise ValueError(f"run {name} trained with {key}={value!r} but run {first[key][0]} with "
+                                 f"{first[key][1]!r}: a plan's runs must share one protocol, so run them all on one "
+                                 "machine (one --accelerator)")
+
+
 def measured_hours(plan: Mapping[str, Any], records: list[Mapping[str, Any]]) -> float | None:
     """Mean training hours of the finished runs of this plan among metrics.json records; None before any."""
     hours = [float(r["training_seconds"]) / 3600 for r in records

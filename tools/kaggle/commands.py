@@ -216,9 +216,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if analysis is None or code:
         return code
     if plan:  # the analysis would refuse them on Kaggle: say so here, before a session is spent on it
+        records = pulled_records(results, slugs)
         try:
-            study_plan.check_runs(plan, {slug: record.get("params", {})
-                                         for slug, record in pulled_records(results, slugs).items()})
+            study_plan.check_runs(plan, {slug: record.get("params", {}) for slug, record in records.items()})
+            study_plan.check_same_protocol({slug: record.get("training") for slug, record in records.items()})
         except ValueError as exc:
             raise KaggleError(f"the analysis refuses the sweep's runs: {exc}") from None
     print(f"analysing the sweep's {len(slugs)} runs on Kaggle", flush=True)
