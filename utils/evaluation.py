@@ -152,13 +152,13 @@ def replica_predictor(model: Any) -> Callable[[Iterable], tuple[np.ndarray, np.n
     if model in _PREDICTORS:
         return _PREDICTORS[model]
     import keras
-    import tensorflow as tf
-
-    from utils.pipeline import pad_batches
 
     if keras.backend.backend() == "jax":
         _PREDICTORS[model] = _sharded_predictor(model)
         return _PREDICTORS[model]
+    import tensorflow as tf
+
+    from utils.pipeline import pad_batches
 
     strategy = model.distribute_strategy
     replicas = strategy.num_replicas_in_sync
