@@ -50,11 +50,13 @@ def test_metrics_json_content(tiny_metrics, tiny_dataset, tiny_run):
     assert m["images_per_second"] == pytest.approx(history["images_per_second"].iloc[1:].median())
     assert m["validation_seconds"] == pytest.approx(history["validation_seconds"].sum(), abs=0.1)
     assert m["training"] == {"replicas": 1, "global_batch": 8, "effective_learning_rate": 0.001,
-                             "lr_scaling": m["training"]["lr_scaling"], "earlier_replicas": []}
+                             "lr_scaling": m["training"]["lr_scaling"], "keras_backend": "tensorflow",
+                             "precision": "float32", "earlier_replicas": []}
     assert m["dataset"]["root"].startswith(str(tiny_dataset))  # outside the repository: its own path
     assert 0 < m["training_seconds"] < m["wall_time_seconds"]  # a fresh run: training is part of this execution
     env = m["environment"]
     assert env["tensorflow"] and env["keras"].startswith("3.") and env["python"] and env["accelerator"].startswith("CPU")
+    assert env["keras_backend"] == "tensorflow" and env["replicas"] == 1 and env["precision"] == "float32"
 
 
 @pytest.mark.kaggle_versions
