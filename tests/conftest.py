@@ -134,7 +134,7 @@ def multi_run(tmp_path_factory, tiny_dataset, second_source) -> Path:
 # ---------------------------------------------------------------------------------------------- tiers
 
 # Fixtures whose set-up runs something end to end: every test using one (directly or through another fixture)
-# is slow. tiny_run / multi_run: papermill runs of train.ipynb; rehearsals: tests/test_rehearse.py's two rehearsals
+# is slow. tiny_run / multi_run: papermill runs of train.ipynb; rehearsals: tests/test_rehearse.py's four rehearsals
 # of the Kaggle kernel; stand_in: tests/test_kaggle.py's stand-in Kaggle, which executes each pushed notebook.
 SLOW_FIXTURES = frozenset({"tiny_run", "multi_run", "rehearsals", "stand_in"})
 # Slow tests that use none of those fixtures: a test's node id without parameters, or a whole file.
