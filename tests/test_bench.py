@@ -164,6 +164,9 @@ def test_train_step_main_records_device_precision_and_ratio(tmp_path, monkeypatc
 
 
 def test_train_step_refuses_a_backend_other_than_the_loaded_one(tmp_path):
+    import keras  # loaded here on TensorFlow, whatever ran before in this process
+
+    assert keras.backend.backend() == "tensorflow"
     with pytest.raises(RuntimeError, match="--backend jax: keras is already imported here with backend 'tensorflow'"):
         train_step.main(["--backend", "jax", "--out", str(tmp_path)])
 
