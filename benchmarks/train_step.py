@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # `python benchmarks/train_step.py`: make the rep
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
+from utils.accelerator import select_backend as select_keras_backend  # noqa: E402
 from utils.runtime import REPO_ROOT  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -118,14 +119,15 @@ def _describe(devices: list[Any]) -> str:
 
 
 def select_backend(backend: str) -> None:
-    """Make `backend` Keras' backend; it must happen before keras is first imported in this process."""
-    if "keras" in sys.modules:
+    """Make `backend` Keras' backend (utils.accelerator.select_backend); it must happen before keras is first imported
+    in this process."""
+    try:
+        select_keras_backend(backend)
+    except RuntimeError:
         import keras
 
-        if keras.backend.backend() != backend:
-            raise RuntimeError(f"--backend {backend}: keras is already imported here with backend "
-                               f"{keras.backend.backend()!r}; run the benchmark in a fresh process")
-    os.environ["KERAS_BACKEND"] = backend
+        raise RuntimeError(f"--backend {backend}: keras is already imported here with backend "
+                           f"{keras.backend.backend()!r}; run the benchmark in a fresh process") from None
 
 
 def accelerator(backend: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from utils.runtime import on_kaggle, quiet_logs
 # mixed_float16 over them, the path two T4 GPUs take; under JAX the rehearsal has XLA make this many host devices
 # (virtual_devices_env) and the notebook trains with DataParallel and mixed_bfloat16 over them, a TPU's path.
 REHEARSAL_REPLICAS_ENV = "KAGGLE_REHEARSAL_REPLICAS"
-# What a push asks for (the build record's "accelerator"; "none" was the name of "cpu" in builds before 2026-12).
+# What a push asks for (the build record's "accelerator"; builds before 2026-12 named "cpu" "none": recorded_accelerator).
 ACCELERATORS = ("gpu", "tpu", "cpu")
 # The Kaggle machine each accelerator asks for (kernel-metadata.json "machine_shape"; the CLI 2.2.5 names these two:
 # "'NvidiaTeslaT4' for GPU T4 x2 or 'TpuV5E8' for TPU v5e-8"); "cpu" asks for none.
@@ -36,10 +36,21 @@ TRAINING_NOTEBOOKS = ("train.ipynb",)
 LR_SCALING = "square root of the replica count (Malladi et al. 2022)"
 
 
+def checked_accelerator(accelerator: str, name: str = "accelerator") -> str:
+    """`accelerator` when it is one of ACCELERATORS, else a ValueError naming it (as `name`) and the choices."""
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"{name} {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+    return accelerator
+
+
+def recorded_accelerator(accelerator: str) -> str:
+    """A build record's accelerator under today's name ("none", as builds before 2026-12 named "cpu": "cpu")."""
+    return "cpu" if accelerator == "none" else accelerator
+
+
 def keras_backend_for(accelerator: str, notebook: str) -> str:
     """The Keras backend a kernel of `notebook` pushed for `accelerator` runs on (TRAINING_BACKENDS, else TensorFlow)."""
-    if accelerator not in ACCELERATORS:
-        raise ValueError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+    checked_accelerator(accelerator)
     return TRAINING_BACKENDS[accelerator] if os.path.basename(notebook) in TRAINING_NOTEBOOKS else "tensorflow"
 
 
@@ -76,10 +87,8 @@ def setup_accelerator(seed: int) -> Any:
     """
     import keras
 
-    if keras.backend.backend() == "jax":
-        distribution, device = _jax_distribution(), platform()
-    else:
-        distribution, device = _tensorflow_strategy(), platform()
+    distribution = _jax_distribution() if keras.backend.backend() == "jax" else _tensorflow_strategy()
+    device = platform()
     keras.utils.set_random_seed(seed)
     policy = "float32"
     if device == "tpu" or (rehearsal_replicas() and keras.backend.backend() == "jax"):
@@ -232,7 +241,7 @@ def check_accelerator(expected: str | None) -> None:
     training for hours on the CPU, or on one GPU with half the global batch and another learning rate than planned.
     A rehearsal's logical or virtual devices stand for the machine.
     """
-    expected = "cpu" if expected == "none" else expected
+    expected = None if expected is None else recorded_accelerator(expected)
     if expected is not None and expected not in ACCELERATORS:
         raise ValueError(f"expected accelerator {expected!r} is invalid: expected one of {', '.join(ACCELERATORS)} "
                          "or None")

@@ -19,7 +19,7 @@ from typing import Any
 
 from tools.kaggle.cli import CLI_MISSING, KaggleError, secret_values
 from tools.notebook import check_notebook_parameters, notebook_defaults
-from utils.accelerator import ACCELERATORS, MACHINE_SHAPES, keras_backend_for
+from utils.accelerator import MACHINE_SHAPES, checked_accelerator, keras_backend_for
 from utils.runtime import BUILD_RECORD, REPO_ROOT, write_atomic
 
 ROOT_METADATA = REPO_ROOT / "kernel-metadata.json"
@@ -109,13 +109,19 @@ def root_accelerator(root: dict[str, Any], path: Path | None = None) -> str:
                       "set one of those there, or choose with --accelerator gpu|tpu|cpu. Nothing was built or pushed")
 
 
+def accelerator_choice(accelerator: str, name: str = "accelerator") -> str:
+    """`accelerator` when it is one of utils.accelerator.ACCELERATORS, else a KaggleError naming it (as `name`)."""
+    try:
+        return checked_accelerator(accelerator, name)
+    except ValueError as error:
+        raise KaggleError(str(error)) from None
+
+
 def resolve_accelerator(flag: str | None, root_metadata: Path | None = None) -> str:
     """The accelerator of a push: the --accelerator (or --cpu) given, else what the root kernel-metadata.json's
     machine_shape asks for (checked before anything is built)."""
     if flag is not None:
-        if flag not in ACCELERATORS:
-            raise KaggleError(f"--accelerator {flag!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
-        return flag
+        return accelerator_choice(flag, "--accelerator")
     return root_accelerator(load_root_metadata(root_metadata), root_metadata)
 
 
@@ -124,8 +130,7 @@ def kernel_metadata(root: dict[str, Any], owner: str, title: str, code_file: str
                     accelerator: str = "gpu") -> dict[str, Any]:
     """A pushed kernel's metadata: the root file's sources and settings, our id/title/code, internet off, and the
     machine of `accelerator`: "gpu" GPU T4 x2, "tpu" TPU v5e-8 (without the root's docker image), "cpu" none."""
-    if accelerator not in ACCELERATORS:
-        raise KaggleError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+    accelerator_choice(accelerator)
     meta = {"id": f"{owner}/{slugify(title)}"}
     meta.update({key: value for key, value in root.items() if key not in ("id", "id_no")})
     meta.update({
@@ -313,8 +318,7 @@ def build_kernel(notebook: Path, params: dict[str, Any], owner: str, title: str,
     import papermill
 
     notebook = Path(notebook)
-    if accelerator not in ACCELERATORS:
-        raise KaggleError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
+    accelerator_choice(accelerator)
     check_parameters(notebook, params)
     check_offline(notebook, params, internet)
     root = load_root_metadata(root_metadata)

@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tools.kaggle.build import METADATA_FILE, build_kernel, slugify
+from tools.kaggle.build import METADATA_FILE, accelerator_choice, build_kernel, slugify
 from tools.kaggle.cli import EXIT_RUN_FAILED, KaggleError
 from tools.kaggle.logs import run_error
 from tools.kaggle.reports import finish_report
-from utils.accelerator import ACCELERATORS, MACHINE_DEVICES, REHEARSAL_REPLICAS_ENV, virtual_devices_env
+from utils.accelerator import MACHINE_DEVICES, REHEARSAL_REPLICAS_ENV, virtual_devices_env
 from utils.runtime import DATASETS_MOUNT, EXECUTED_NOTEBOOK, NOTEBOOKS_MOUNT, REPO_ROOT, write_atomic
 
 REHEARSAL_ROOT = REPO_ROOT / "build" / "kaggle-rehearsal"
@@ -61,9 +61,7 @@ def make_read_only(path: Path) -> None:
 def rehearsal_devices(accelerator: str) -> int:
     """The devices standing for an accelerator's (utils.accelerator.MACHINE_DEVICES): 2 for the T4s, 8 for the TPU's
     chips, 1 for the CPU."""
-    if accelerator not in ACCELERATORS:
-        raise KaggleError(f"accelerator {accelerator!r} is invalid: expected one of {', '.join(ACCELERATORS)}")
-    return MACHINE_DEVICES.get(accelerator, 1)
+    return MACHINE_DEVICES.get(accelerator_choice(accelerator), 1)
 
 
 def kernel_env(input_dir: Path, working: Path, accelerator: str = "gpu", internet: bool = False,

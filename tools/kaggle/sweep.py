@@ -15,6 +15,7 @@ from typing import Any, Callable
 from tools.kaggle.calls import RESULTS_ROOT, RUNNING_STATES, api_call, kernel_status, pull, push_folder, report_status
 from tools.kaggle.cli import EXIT_ERROR, KaggleError
 from utils import run_files
+from utils.accelerator import recorded_accelerator
 from utils.runtime import BUILD_RECORD, EVALUATION_RESERVE_HOURS, KAGGLE_SESSION_HOURS
 
 MAX_SESSIONS = 2  # Kaggle runs at most 2 batch GPU sessions per user at once
@@ -47,8 +48,7 @@ def run_accelerator(dest: Path) -> str:
     without one (every run before the TPU path was pushed for the T4s), "cpu" for the "none" of builds before 2026-12."""
     for path in sorted(Path(dest).rglob(BUILD_RECORD)):
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            accelerator = json.loads(path.read_text()).get("accelerator") or "gpu"
-            return "cpu" if accelerator == "none" else accelerator
+            return recorded_accelerator(json.loads(path.read_text()).get("accelerator") or "gpu")
     return "gpu"
 
 
